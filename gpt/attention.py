@@ -1,0 +1,54 @@
+"""Causal self-attention backends, chosen by name at run time.
+
+Every backend computes the same function: softmax(q·kᵀ/√d + causal mask)·v with **no dropout on the
+attention probabilities**. Keys may be longer than queries (decoding with a KV cache): query i then sits
+at key position Tk - Tq + i, so the causal mask is offset by the past length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from gpt.errors import GPTError
+
+BACKENDS = ("naive", "sdpa", "triton")
+
+
+def offset_causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
+    """Boolean [tq, tk] mask, True where key j is visible to query i (j <= i + tk - tq)."""
+    i = torch.arange(tq, device=device).unsqueeze(1) + (tk - tq)
+    j = torch.arange(tk, device=device).unsqueeze(0)
+    return j <= i
+
+
+def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The reference: explicit scores, masked softmax, weighted sum."""
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))
+    mask = offset_causal_mask(q.size(-2), k.size(-2), q.device)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
+
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, has_past: bool) -> torch.Tensor:
+    """`is_causal=True` is only right when queries and keys are the same positions, so a cache gets a mask."""
+    if not has_past:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    mask = offset_causal_mask(q.size(-2), k.size(-2), q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str,
+                     has_past: bool = False) -> torch.Tensor:
+    """q: [B, H, Tq, D]; k, v: [B, H, Tk, D] with Tk >= Tq. Returns [B, H, Tq, D]."""
+    if backend == "sdpa":
+        return sdpa_attention(q, k, v, has_past)
+    if backend == "naive":
+        return naive_attention(q, k, v)
+    if backend == "triton":
+        from kernels.attention import flash_attention
+
+        return flash_attention(q, k, v)
+    raise GPTError(f"unknown attention backend {backend!r}; choose one of: {', '.join(BACKENDS)}")

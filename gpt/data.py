@@ -1,0 +1,134 @@
+"""Tiny Shakespeare: fetch (or copy), verify, split 90/10, and sample random training windows.
+
+`python -m gpt.data [--source PATH_OR_URL] [--data-dir data]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from gpt.errors import GPTError, run_cli
+
+URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+DEFAULT_DATA_DIR = Path("data")
+RELATIVE_PATH = Path("tinyshakespeare/input.txt")
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def prepare(source: str | None = None, data_dir: Path = DEFAULT_DATA_DIR) -> Path:
+    """Put a verified copy of Tiny Shakespeare at `data_dir/tinyshakespeare/input.txt`."""
+    dest = Path(data_dir) / RELATIVE_PATH
+    if dest.is_file() and sha256_of(dest) == SHA256:
+        return dest
+    if dest.parent.exists() and not dest.parent.is_dir():
+        raise GPTError(f"{dest.parent} exists and is not a directory")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    source = source or URL
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".input-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if "://" in source:
+                try:
+                    with urllib.request.urlopen(source, timeout=60) as r:
+                        shutil.copyfileobj(r, out)
+                except OSError as e:
+                    raise GPTError(f"could not download {source}: {e}") from None
+            else:
+                if not Path(source).is_file():
+                    raise GPTError(f"source file {source} does not exist")
+                with open(source, "rb") as f:
+                    shutil.copyfileobj(f, out)
+        digest = sha256_of(Path(tmp))
+        if digest != SHA256:
+            raise GPTError(f"checksum mismatch for {source}: sha256 {digest}, expected {SHA256}")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return dest
+
+
+def load_shakespeare(data_dir: Path = DEFAULT_DATA_DIR) -> str:
+    """The verified Tiny Shakespeare text; a clear error tells the user how to get it."""
+    path = Path(data_dir) / RELATIVE_PATH
+    if not path.is_file():
+        raise GPTError(f"{path} not found; run `python -m gpt.data` (or `make data`) first")
+    if sha256_of(path) != SHA256:
+        raise GPTError(f"{path} has the wrong checksum; delete it and run `python -m gpt.data` again")
+    return path.read_text(encoding="utf-8")
+
+
+def load_text(path: Path) -> str:
+    """A user's own UTF-8 training text (no checksum)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GPTError(f"data file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise GPTError(f"data file {path} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    return text
+
+
+def split(ids: np.ndarray, train_fraction: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """First 90 % train, last 10 % val (nanoGPT's split, so losses compare)."""
+    n = int(len(ids) * train_fraction)
+    return ids[:n], ids[n:]
+
+
+class BatchSampler:
+    """Random windows of `block_size + 1` tokens; the numpy RNG state is the sampler's position."""
+
+    def __init__(self, data: np.ndarray, block_size: int, batch_size: int, seed: int):
+        if len(data) <= block_size:
+            raise GPTError(
+                f"split has {len(data)} tokens, fewer than block_size + 1 = {block_size + 1}; "
+                "use more text or a smaller --block_size"
+            )
+        self.data, self.block_size, self.batch_size = data, block_size, batch_size
+        self.rng = np.random.default_rng(seed)
+
+    def next(self) -> tuple[np.ndarray, np.ndarray]:
+        starts = self.rng.integers(0, len(self.data) - self.block_size, size=self.batch_size)
+        offsets = np.arange(self.block_size)
+        x = self.data[starts[:, None] + offsets]
+        y = self.data[starts[:, None] + offsets + 1]
+        return x.astype(np.int64), y.astype(np.int64)
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gpt.data", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", help=f"local file or URL to copy from (default: {URL})")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where to put it (default: data)")
+    args = p.parse_args(argv)
+    dest = prepare(args.source, args.data_dir)
+    print(f"{dest}: {dest.stat().st_size:,} bytes, sha256 verified")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

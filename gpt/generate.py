@@ -1,0 +1,133 @@
+"""One generation loop and one numpy sampler, shared by every backend. Torch-free.
+
+A backend is a `Decoder`: `prefill(ids [B, T]) -> logits [B, V]` for the last position, and
+`step(ids [B, 1]) -> logits [B, V]` that appends one token. The loop owns the window policy past
+`block_size` (keep the last block_size // 2 tokens and re-prefill them), so every backend sees the same
+windows and emits the same greedy text at any length.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from gpt.errors import GPTError
+from gpt.tokenizer import CharTokenizer
+
+MAX_NEW_TOKENS = 1_000_000
+
+
+class Decoder(Protocol):
+    vocab: list[str]
+    block_size: int
+
+    def prefill(self, ids: np.ndarray) -> np.ndarray: ...
+
+    def step(self, ids: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 1337
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise GPTError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k < 0:
+            raise GPTError(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise GPTError(f"--top-p must be in (0, 1], got {self.top_p}")
+
+
+def filter_logits(logits: np.ndarray, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
+    """Set to -inf every logit outside the top-k and outside the smallest set whose probability >= top_p."""
+    logits = np.array(logits, dtype=np.float64)
+    V = logits.shape[-1]
+    if 0 < top_k < V:
+        order = np.argsort(-logits, axis=-1, kind="stable")
+        drop = np.ones_like(logits, dtype=bool)
+        np.put_along_axis(drop, order[..., :top_k], False, axis=-1)  # exactly k, even with ties
+        logits = np.where(drop, -np.inf, logits)
+    if top_p < 1.0:
+        order = np.argsort(-logits, axis=-1, kind="stable")
+        sorted_logits = np.take_along_axis(logits, order, axis=-1)
+        probs = softmax(sorted_logits)
+        before = np.cumsum(probs, axis=-1) - probs  # mass of the tokens ranked above each one
+        drop_sorted = before >= top_p
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=-1)
+        logits = np.where(drop, -np.inf, logits)
+    return logits
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Sampler:
+    """Temperature, top-k and top-p on a seeded numpy Generator; temperature 0 is argmax."""
+
+    def __init__(self, params: SamplingParams):
+        self.params = params
+        self.rng = np.random.default_rng(params.seed)
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        p = self.params
+        if p.temperature == 0:
+            return np.argmax(logits, axis=-1)
+        filtered = filter_logits(np.asarray(logits, dtype=np.float64) / p.temperature, p.top_k, p.top_p)
+        cdf = np.cumsum(softmax(filtered), axis=-1)
+        u = self.rng.random(cdf.shape[0]) * cdf[:, -1]
+        tokens = (cdf <= u[:, None]).sum(axis=-1)
+        return np.minimum(tokens, cdf.shape[-1] - 1)
+
+
+def prepare_prompt(tokenizer: CharTokenizer, prompt: str, block_size: int) -> list[int]:
+    """Encode the prompt; empty starts from a newline (as nanoGPT does), too long keeps its tail."""
+    if prompt == "":
+        prompt = "\n" if "\n" in tokenizer.stoi else tokenizer.itos[0]
+    ids = tokenizer.encode(prompt)
+    if len(ids) > block_size:
+        print(f"warning: prompt has {len(ids)} characters, more than block_size {block_size}; "
+              f"keeping its last {block_size}", file=sys.stderr)
+        ids = ids[-block_size:]
+    return ids
+
+
+def generate(decoder: Decoder, prompt_ids: list[int], max_new_tokens: int, sampler: Sampler,
+             num_samples: int = 1, on_token: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+    """Decode `num_samples` continuations of the prompt as one batch; returns new token ids [B, N]."""
+    if not 0 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise GPTError(f"--max-new-tokens must be in [0, {MAX_NEW_TOKENS:,}], got {max_new_tokens}")
+    if num_samples < 1:
+        raise GPTError(f"--num-samples must be >= 1, got {num_samples}")
+    if not prompt_ids:
+        raise GPTError("the prompt must hold at least one token")
+    block = decoder.block_size
+    window = np.tile(np.asarray(prompt_ids[-block:], dtype=np.int64), (num_samples, 1))
+    out = np.zeros((num_samples, max_new_tokens), dtype=np.int64)
+    if max_new_tokens == 0:
+        return out
+    logits = decoder.prefill(window)
+    for i in range(max_new_tokens):
+        token = sampler(logits).astype(np.int64)
+        out[:, i] = token
+        if on_token is not None:
+            on_token(token)
+        if i == max_new_tokens - 1:
+            break
+        window = np.concatenate([window, token[:, None]], axis=1)
+        if window.shape[1] > block:
+            window = window[:, -(block // 2):]
+            logits = decoder.prefill(window)
+        else:
+            logits = decoder.step(token[:, None])
+    return out

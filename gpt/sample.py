@@ -1,0 +1,94 @@
+"""Generate text: `python -m gpt.sample --ckpt out --prompt "ROMEO:"`.
+
+`--backend torch` samples from a checkpoint directory; `--backend onnxruntime` from an exported .onnx
+file and never imports torch. Both share one generation loop and one numpy sampler, so with the same
+seed they print the same text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from gpt.decoders import BACKENDS
+from gpt.errors import GPTError, run_cli
+from gpt.generate import Decoder, Sampler, SamplingParams, generate, prepare_prompt
+from gpt.tokenizer import CharTokenizer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gpt.sample", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", type=Path, default=Path("out"), help="checkpoint directory (default: out)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch", help="decoder (default: torch)")
+    p.add_argument("--onnx", type=Path, help="ONNX file for --backend onnxruntime (default: CKPT/model.onnx)")
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--max-new-tokens", type=int, default=500)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (1 = off)")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--num-samples", type=int, default=1, help="samples, decoded together as one batch")
+    p.add_argument("--no-cache", action="store_true", help="torch: recompute the whole window every step")
+    p.add_argument("--compile", action="store_true", help="torch: run the decoder under torch.compile")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="torch: device (default: cpu)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    p.add_argument("--stream", action="store_true", help="print characters as they are generated (1 sample)")
+    p.add_argument("--stats", action="store_true", help="print tokens/s to stderr")
+    return p
+
+
+def open_decoder(args: argparse.Namespace) -> Decoder:
+    if args.backend == "onnxruntime":
+        from gpt.decoders.ort_decoder import OrtDecoder
+
+        return OrtDecoder.from_file(args.onnx or args.ckpt / "model.onnx", threads=args.threads)
+    from gpt.decoders.torch_decoder import TorchDecoder
+
+    return TorchDecoder.from_checkpoint(args.ckpt, device=args.device, use_cache=not args.no_cache,
+                                        compile=args.compile, threads=args.threads)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    params = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
+    if args.num_samples < 1:
+        raise GPTError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.threads is not None and args.threads < 1:
+        raise GPTError(f"--threads must be >= 1, got {args.threads}")
+    decoder = open_decoder(args)
+    tokenizer = CharTokenizer(decoder.vocab)
+    prompt_ids = prepare_prompt(tokenizer, args.prompt, decoder.block_size)
+    if args.compile:
+        generate(decoder, prompt_ids, min(args.max_new_tokens, 4), Sampler(params), args.num_samples)
+    stream = args.stream and args.num_samples == 1
+    on_token = None
+    if stream:
+        sys.stdout.write(tokenizer.decode(prompt_ids) if args.prompt else "")
+        sys.stdout.flush()
+
+        def on_token(token: np.ndarray) -> None:
+            sys.stdout.write(tokenizer.itos[int(token[0])])
+            sys.stdout.flush()
+
+    start = time.perf_counter()
+    out = generate(decoder, prompt_ids, args.max_new_tokens, Sampler(params), args.num_samples, on_token)
+    elapsed = time.perf_counter() - start
+    if stream:
+        sys.stdout.write("\n")
+    else:
+        prompt = tokenizer.decode(prompt_ids) if args.prompt else ""
+        print("\n---\n".join(prompt + tokenizer.decode(row) for row in out.tolist()))
+    if args.stats:
+        n = out.size
+        print(f"generated {n} tokens in {elapsed:.3f} s ({n / max(elapsed, 1e-9):.1f} tok/s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
