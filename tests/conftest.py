@@ -1,0 +1,42 @@
+"""Shared fixtures: one tiny checkpoint per session, overfit on a periodic text so its logits are
+decisive (greedy text then cannot flip on 1e-6 noise between backends)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PERIODIC_TEXT = "the quick brown fox jumps over the lazy dog; ROMEO: wherefore art thou?\n" * 300
+TINY = ["--n_layer", "2", "--n_head", "2", "--n_embd", "32", "--block_size", "32", "--dropout", "0",
+        "--batch_size", "16", "--learning_rate", "3e-3", "--min_lr", "3e-4", "--warmup_iters", "10",
+        "--eval_iters", "5", "--no-compile", "--no-progress"]
+
+
+def run_module(module: str, *args: str, env: dict | None = None, timeout: float = 300,
+               python: str = sys.executable) -> subprocess.CompletedProcess:
+    """Run `python -m module args` the way a user does; returns the completed process (never raises)."""
+    return subprocess.run([python, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def periodic_text_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "periodic.txt"
+    path.write_text(PERIODIC_TEXT)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory, periodic_text_file) -> Path:
+    """A 2-layer, 32-wide model trained for 300 steps on the periodic text (a few seconds)."""
+    from gpt.train import main
+
+    out = tmp_path_factory.mktemp("ckpt")
+    main(["--data", str(periodic_text_file), "--out-dir", str(out), *TINY, "--max_iters", "300",
+          "--eval_interval", "150"])
+    return out
