@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections import Counter
 from contextlib import nullcontext
 
@@ -45,6 +46,29 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _interpret_language() -> None:
+    """Make triton.language's own @jit helpers (tl.sum, tl.max, tl.zeros, ...) callable by the interpreter.
+
+    They are built when triton.language is first imported; if that happened before TRITON_INTERPRET was
+    set (torch.compile imports triton on its first compile, before gpt.attention imports this module
+    lazily), they are compiled-mode JITFunctions and an interpreted kernel cannot call them. Rebuilding
+    them as InterpretedFunctions is a no-op when triton was imported after the variable was set.
+    """
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    rebuilt: dict[int, InterpretedFunction] = {}
+    for name, mod in list(sys.modules.items()):
+        if name == "triton.language" or name.startswith("triton.language."):
+            for attr, obj in list(vars(mod).items()):
+                if isinstance(obj, JITFunction):
+                    setattr(mod, attr, rebuilt.setdefault(id(obj), InterpretedFunction(obj.fn)))
+
+
+if INTERPRETED:
+    _interpret_language()
 CALLS: Counter[str] = Counter()  # kernel launches by pass ("forward", "backward"): proof the kernels ran
 LOG2E = 1.4426950408889634
 CPU_BLOCK = 32  # fixed tile size in the interpreter (autotuning needs a GPU driver)
