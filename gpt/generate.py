@@ -83,7 +83,9 @@ class Sampler:
         p = self.params
         if p.temperature == 0:
             return np.argmax(logits, axis=-1)
-        filtered = filter_logits(np.asarray(logits, dtype=np.float64) / p.temperature, p.top_k, p.top_p)
+        logits = np.asarray(logits, dtype=np.float64)
+        scaled = (logits - logits.max(axis=-1, keepdims=True)) / p.temperature  # max stays 0, even as T -> 0
+        filtered = filter_logits(scaled, p.top_k, p.top_p)
         cdf = np.cumsum(softmax(filtered), axis=-1)
         u = self.rng.random(cdf.shape[0]) * cdf[:, -1]
         tokens = (cdf <= u[:, None]).sum(axis=-1)

@@ -1,0 +1,51 @@
+import numpy as np
+from conftest import run_module
+
+from gpt.decoders.torch_decoder import TorchDecoder
+from gpt.generate import Sampler, SamplingParams, generate
+from gpt.tokenizer import CharTokenizer
+
+
+def test_sample_cli_prints_prompt_and_continuation(tiny_ckpt):
+    r = run_module("gpt.sample", "--ckpt", str(tiny_ckpt), "--prompt", "ROMEO:", "--max-new-tokens", "40",
+                   "--temperature", "0", "--stats")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ROMEO: wherefore art thou?\nthe quick")
+    assert len(r.stdout.rstrip("\n")) == len("ROMEO:") + 40
+    assert "generated 40 tokens in" in r.stderr and "tok/s" in r.stderr
+
+
+def test_samples_are_separated_and_batched(tiny_ckpt):
+    r = run_module("gpt.sample", "--ckpt", str(tiny_ckpt), "--prompt", "the", "--max-new-tokens", "30",
+                   "--num-samples", "3", "--temperature", "1.5", "--seed", "7")
+    assert r.returncode == 0, r.stderr
+    samples = r.stdout.rstrip("\n").split("\n---\n")
+    assert len(samples) == 3 and all(s.startswith("the") for s in samples)
+
+
+def test_greedy_text_identical_with_and_without_cache_past_block_size(tiny_ckpt):
+    cached = TorchDecoder.from_checkpoint(tiny_ckpt)
+    recompute = TorchDecoder.from_checkpoint(tiny_ckpt, use_cache=False)
+    tok = CharTokenizer(cached.vocab)
+    n = 3 * cached.block_size
+    a = generate(cached, tok.encode("the quick"), n, Sampler(SamplingParams(temperature=0)))
+    b = generate(recompute, tok.encode("the quick"), n, Sampler(SamplingParams(temperature=0)))
+    np.testing.assert_array_equal(a, b)
+    assert "wherefore art thou?" in tok.decode(a[0])
+
+
+def test_same_seed_same_text_different_seed_different_text(tiny_ckpt):
+    def sample(seed):
+        return run_module("gpt.sample", "--ckpt", str(tiny_ckpt), "--max-new-tokens", "60", "--temperature", "2",
+                          "--seed", str(seed)).stdout
+    assert sample(1) == sample(1) != sample(2)
+
+
+def test_stream_prints_the_same_text(tiny_ckpt):
+    args = ["--ckpt", str(tiny_ckpt), "--prompt", "fox", "--max-new-tokens", "50", "--seed", "3"]
+    assert run_module("gpt.sample", *args, "--stream").stdout == run_module("gpt.sample", *args).stdout
+
+
+def test_empty_prompt_starts_from_a_newline(tiny_ckpt):
+    r = run_module("gpt.sample", "--ckpt", str(tiny_ckpt), "--prompt", "", "--max-new-tokens", "10")
+    assert r.returncode == 0 and len(r.stdout.rstrip("\n")) >= 9

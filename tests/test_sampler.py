@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpt.errors import GPTError
+from gpt.generate import Sampler, SamplingParams, filter_logits, generate, softmax
+
+
+def test_top_k_keeps_exactly_k():
+    logits = np.array([[1.0, 5.0, 3.0, 4.0, 2.0]])
+    kept = np.isfinite(filter_logits(logits, top_k=2))
+    np.testing.assert_array_equal(kept, [[False, True, False, True, False]])
+
+
+def test_top_k_above_vocab_is_clamped():
+    logits = np.array([[1.0, 2.0, 3.0]])
+    assert np.isfinite(filter_logits(logits, top_k=100)).all()
+
+
+def test_top_p_keeps_smallest_set_reaching_p():
+    probs = np.array([[0.5, 0.3, 0.15, 0.05]])
+    logits = np.log(probs)
+    np.testing.assert_array_equal(np.isfinite(filter_logits(logits, top_p=0.79)), [[True, True, False, False]])
+    np.testing.assert_array_equal(np.isfinite(filter_logits(logits, top_p=0.81)), [[True, True, True, False]])
+    np.testing.assert_array_equal(np.isfinite(filter_logits(logits, top_p=0.4)), [[True, False, False, False]])
+
+
+def test_temperature_zero_is_argmax():
+    logits = np.random.default_rng(0).normal(size=(3, 10))
+    np.testing.assert_array_equal(Sampler(SamplingParams(temperature=0))(logits), logits.argmax(-1))
+
+
+def test_sampling_follows_the_distribution():
+    logits = np.log(np.array([[0.7, 0.2, 0.1]] * 20000))
+    counts = np.bincount(Sampler(SamplingParams(temperature=1.0, seed=3))(logits), minlength=3) / 20000
+    np.testing.assert_allclose(counts, [0.7, 0.2, 0.1], atol=0.02)
+
+
+@pytest.mark.parametrize("kwargs", [{"temperature": -1}, {"top_k": -1}, {"top_p": 0}, {"top_p": 1.5}])
+def test_invalid_parameters_are_refused(kwargs):
+    with pytest.raises(GPTError):
+        SamplingParams(**kwargs)
+
+
+@settings(deadline=None, max_examples=60)
+@given(temperature=st.floats(0, 5), top_k=st.integers(0, 80), top_p=st.floats(0.01, 1.0),
+       seed=st.integers(0, 2**32 - 1), logits=st.lists(st.floats(-30, 30), min_size=2, max_size=70))
+def test_any_valid_parameters_give_a_valid_token_deterministically(temperature, top_k, top_p, seed, logits):
+    params = SamplingParams(temperature, top_k, top_p, seed)
+    x = np.array([logits])
+    a, b = Sampler(params)(x), Sampler(params)(x)
+    assert a == b and 0 <= a[0] < len(logits)
+    if temperature > 0:
+        assert np.isfinite(filter_logits((x - x.max()) / temperature, top_k, top_p)[0, a[0]])
+
+
+class CountingDecoder:
+    """Next token = (last token + 1) mod V; records the window sizes the loop asks for."""
+
+    vocab = list("abcdefgh")
+    block_size = 8
+
+    def __init__(self):
+        self.calls: list[tuple[str, int]] = []
+        self.length = 0
+
+    def _logits(self, last):
+        return np.eye(len(self.vocab))[(last + 1) % len(self.vocab)] * 10
+
+    def prefill(self, ids):
+        self.calls.append(("prefill", ids.shape[1]))
+        self.length = ids.shape[1]
+        return self._logits(ids[:, -1])
+
+    def step(self, ids):
+        self.length += 1
+        assert self.length <= self.block_size
+        self.calls.append(("step", 1))
+        return self._logits(ids[:, -1])
+
+
+def test_loop_keeps_half_a_block_when_the_window_is_full():
+    d = CountingDecoder()
+    out = generate(d, [0, 1, 2], 20, Sampler(SamplingParams(temperature=0)), num_samples=2)
+    assert out.shape == (2, 20)
+    np.testing.assert_array_equal(out[0], (np.arange(20) + 3) % 8)
+    prefills = [n for kind, n in d.calls if kind == "prefill"]
+    assert prefills[0] == 3 and all(n == d.block_size // 2 for n in prefills[1:]) and len(prefills) > 2
+
+
+def test_loop_refuses_bad_counts():
+    with pytest.raises(GPTError, match="max-new-tokens"):
+        generate(CountingDecoder(), [0], -1, Sampler(SamplingParams()))
+    with pytest.raises(GPTError, match="num-samples"):
+        generate(CountingDecoder(), [0], 5, Sampler(SamplingParams()), num_samples=0)
+
+
+def test_softmax_sums_to_one():
+    np.testing.assert_allclose(softmax(np.array([[1.0, 2.0, -np.inf]])).sum(), 1.0)
