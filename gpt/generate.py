@@ -133,3 +133,19 @@ def generate(decoder: Decoder, prompt_ids: list[int], max_new_tokens: int, sampl
         else:
             logits = decoder.step(token[:, None])
     return out
+
+
+class TextGenerator:
+    """The Python API: text in, text out, with the same options as `python -m gpt.sample`."""
+
+    def __init__(self, decoder: Decoder):
+        self.decoder = decoder
+        self.tokenizer = CharTokenizer(decoder.vocab)
+
+    def generate(self, prompt: str = "\n", max_new_tokens: int = 500, temperature: float = 0.8, top_k: int = 0,
+                 top_p: float = 1.0, seed: int = 1337, num_samples: int = 1) -> list[str]:
+        """`num_samples` continuations (each prefixed by the prompt), decoded as one batch."""
+        sampler = Sampler(SamplingParams(temperature, top_k, top_p, seed))
+        prompt_ids = prepare_prompt(self.tokenizer, prompt, self.decoder.block_size)
+        out = generate(self.decoder, prompt_ids, max_new_tokens, sampler, num_samples)
+        return [prompt + self.tokenizer.decode(row) for row in out.tolist()]

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt.decoders import BACKENDS
+from gpt.decoders import BACKENDS, open_decoder
 from gpt.errors import GPTError, run_cli
-from gpt.generate import Decoder, Sampler, SamplingParams, generate, prepare_prompt
+from gpt.generate import Sampler, SamplingParams, generate, prepare_prompt
 from gpt.tokenizer import CharTokenizer
 
 
@@ -43,17 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def open_decoder(args: argparse.Namespace) -> Decoder:
-    if args.backend == "onnxruntime":
-        from gpt.decoders.ort_decoder import OrtDecoder
-
-        return OrtDecoder.from_file(args.onnx or args.ckpt / "model.onnx", threads=args.threads)
-    from gpt.decoders.torch_decoder import TorchDecoder
-
-    return TorchDecoder.from_checkpoint(args.ckpt, device=args.device, use_cache=not args.no_cache,
-                                        compile=args.compile, threads=args.threads)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     params = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
@@ -61,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise GPTError(f"--num-samples must be >= 1, got {args.num_samples}")
     if args.threads is not None and args.threads < 1:
         raise GPTError(f"--threads must be >= 1, got {args.threads}")
-    decoder = open_decoder(args)
+    decoder = open_decoder(args.backend, args.onnx or args.ckpt, threads=args.threads, device=args.device,
+                           use_cache=not args.no_cache, compile=args.compile)
     tokenizer = CharTokenizer(decoder.vocab)
     prompt_ids = prepare_prompt(tokenizer, args.prompt, decoder.block_size)
     if args.compile:

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 from conftest import run_module
 
@@ -49,3 +52,18 @@ def test_stream_prints_the_same_text(tiny_ckpt):
 def test_empty_prompt_starts_from_a_newline(tiny_ckpt):
     r = run_module("gpt.sample", "--ckpt", str(tiny_ckpt), "--prompt", "", "--max-new-tokens", "10")
     assert r.returncode == 0 and len(r.stdout.rstrip("\n")) >= 9
+
+
+def test_python_api_generates_like_the_cli(tiny_ckpt):
+    import gpt
+
+    model = gpt.load(tiny_ckpt)
+    texts = model.generate("ROMEO:", max_new_tokens=40, temperature=0, num_samples=2)
+    cli = run_module("gpt.sample", "--ckpt", str(tiny_ckpt), "--prompt", "ROMEO:", "--max-new-tokens", "40",
+                     "--temperature", "0").stdout
+    assert texts == [cli.rstrip("\n")] * 2
+
+
+def test_importing_gpt_does_not_import_torch():
+    code = "import sys, gpt, gpt.sample, gpt.generate; assert 'torch' not in sys.modules, 'torch imported'"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

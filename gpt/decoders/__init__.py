@@ -6,4 +6,25 @@ onnxruntime path never imports torch.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from gpt.errors import GPTError
+
 BACKENDS = ("torch", "onnxruntime")
+
+
+def open_decoder(backend: str, path: Path, *, threads: int | None = None, device: str = "cpu",
+                 use_cache: bool = True, compile: bool = False):
+    """A decoder for `path`: a checkpoint directory (torch) or an .onnx file (onnxruntime; a directory
+    means its `model.onnx`)."""
+    path = Path(path)
+    if backend == "onnxruntime":
+        from gpt.decoders.ort_decoder import OrtDecoder
+
+        return OrtDecoder.from_file(path / "model.onnx" if path.is_dir() else path, threads=threads)
+    if backend == "torch":
+        from gpt.decoders.torch_decoder import TorchDecoder
+
+        return TorchDecoder.from_checkpoint(path, device=device, use_cache=use_cache, compile=compile,
+                                            threads=threads)
+    raise GPTError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
