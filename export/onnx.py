@@ -1,0 +1,349 @@
+"""Export a checkpoint to one self-describing ONNX graph with a KV cache, verify it, optionally quantize it.
+
+    python -m export.onnx --ckpt out [--out out/model.onnx] [--opset N] [--quantize int8] [--no-verify] [--eval]
+
+The graph serves prefill and decode (Hugging Face optimum naming):
+
+    inputs   input_ids                   int64   [batch, seq]
+             past_key_values.{i}.key     float32 [batch, n_head, past, head_dim]   (and .value, every layer i)
+    outputs  logits                      float32 [batch, seq, vocab]
+             present.{i}.key             float32 [batch, n_head, past + seq, head_dim]   (and .value)
+
+batch, seq and past are dynamic; past = 0 (empty tensors) is the prefill. Positions start at the past length
+and the causal mask is offset by it, inside the graph. The vocabulary and model shape travel in the file's
+metadata_props, so `python -m gpt.sample --backend onnxruntime` needs nothing else (and no torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from gpt.checkpoint import load_checkpoint
+from gpt.decoders.ort_decoder import FORMAT_VERSION, OrtDecoder, input_names, output_names
+from gpt.errors import GPTError, run_cli
+from gpt.fsutil import atomic_write_bytes
+from gpt.kv_cache import ConcatKVCache
+from gpt.model import GPT
+from gpt.tokenizer import CharTokenizer
+
+DEFAULT_OPSET = 18
+TOLERANCE = 1e-4  # fp32 parity, max |onnxruntime - PyTorch| over the logits
+DECODE_STEPS = 32
+EXPORT_ATTENTION = ("sdpa", "naive")  # traceable attention paths (triton is a GPU kernel)
+
+
+class KVExportWrapper(nn.Module):
+    """(input_ids, past k0, past v0, past k1, ...) -> (logits, present k0, present v0, ...): flat, as ONNX wants."""
+
+    def __init__(self, model: GPT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n = self.model.config.n_layer
+        cache = ConcatKVCache([(past[2 * i], past[2 * i + 1]) for i in range(n)])
+        logits, _ = self.model(input_ids, cache=cache)
+        return (logits, *[t for kv in cache.present for t in kv])
+
+
+# --------------------------------------------------------------------------------------------- export
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """torch.onnx.export is chatty (warnings, progress prints, missing-torchvision notes): keep stage lines clean."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def export_proto(model: GPT, opset: int = DEFAULT_OPSET):
+    """Trace the model (sdpa or naive attention) with dynamic batch/seq/past into an onnx.ModelProto."""
+    c = model.config
+    if model.attention not in EXPORT_ATTENTION:
+        model.set_attention("sdpa")
+    wrapper = KVExportWrapper(model.eval())
+    # Example sizes > 1 everywhere: torch.export specializes dimensions that are 0 or 1 in the example.
+    B, T, P = 2, min(3, c.block_size - 1) or 1, 2
+    ids = torch.zeros((B, T), dtype=torch.int64)
+    past = [torch.zeros((B, c.n_head, P, c.head_dim)) for _ in range(2 * c.n_layer)]
+    batch = torch.export.Dim("batch_size", min=1, max=65536)
+    seq = torch.export.Dim("sequence_length", min=1, max=c.block_size)
+    past_len = torch.export.Dim("past_sequence_length", min=0, max=c.block_size)
+    dynamic = ({0: batch, 1: seq}, tuple({0: batch, 2: past_len} for _ in past))
+    try:
+        with quiet(), torch.no_grad():
+            program = torch.onnx.export(wrapper, (ids, *past), None, dynamo=True, opset_version=opset,
+                                        input_names=input_names(c.n_layer), output_names=output_names(c.n_layer),
+                                        dynamic_shapes=dynamic, optimize=True, verbose=False)
+    except Exception as e:
+        raise GPTError(f"torch.onnx.export failed at opset {opset}: {type(e).__name__}: "
+                       f"{' '.join(str(e).split())[:300]}") from None
+    return program.model_proto
+
+
+def add_metadata(proto, tokenizer: CharTokenizer, model: GPT, val_loss: float | None) -> None:
+    c = model.config
+    meta = {
+        "vocab": json.dumps(tokenizer.itos, ensure_ascii=False),
+        "block_size": str(c.block_size),
+        "n_layer": str(c.n_layer),
+        "n_head": str(c.n_head),
+        "n_embd": str(c.n_embd),
+        "val_loss": json.dumps(val_loss),
+        "format_version": str(FORMAT_VERSION),
+    }
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def serialize(proto) -> bytes:
+    if proto.ByteSize() >= 2**31 - 1:
+        raise GPTError("the model is over 2 GB, too large for a single-file ONNX export")
+    return proto.SerializeToString()
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def node_count(path: Path) -> int:
+    import onnx
+
+    return len(onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def check_model(path: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=False)
+    except onnx.checker.ValidationError as e:
+        raise GPTError(f"onnx.checker rejected {path}: {' '.join(str(e).split())[:300]}") from None
+
+
+def parity(path: Path, model: GPT, batch: int = 2, steps: int = DECODE_STEPS, seed: int = 0) -> dict:
+    """Max |onnxruntime - PyTorch| of the logits: every position of a prefill, then `steps` decode steps."""
+    c = model.config
+    prompt_len = max(1, min(16, c.block_size // 4))
+    steps = min(steps, c.block_size - prompt_len)
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, c.vocab_size, size=(batch, prompt_len), dtype=np.int64)
+    decoder = OrtDecoder.from_file(path, threads=None)
+    cache = model.new_cache(batch)
+    with torch.inference_mode():
+        ref, _ = model(torch.from_numpy(ids), cache=cache)
+        got = decoder.forward(ids, decoder.empty_cache(batch))
+        prefill_diff = float(np.abs(got - ref.numpy()).max())
+        decode_diff = 0.0
+        token = ref[:, -1].argmax(-1, keepdim=True)
+        for _ in range(steps):
+            ref, _ = model(token, cache=cache)
+            got = decoder.step(token.numpy())
+            decode_diff = max(decode_diff, float(np.abs(got - ref[:, -1].numpy()).max()))
+            token = ref[:, -1].argmax(-1, keepdim=True)
+    return {"prefill": prefill_diff, "decode": decode_diff, "steps": steps, "prompt": prompt_len, "batch": batch}
+
+
+# ------------------------------------------------------------------------------------------- quantize
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic int8 quantization of the MatMul weights (activations quantized on the fly), metadata kept."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp, quiet():
+        out = Path(tmp) / "model.int8.onnx"
+        quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                         extra_options={"MatMulConstBOnly": True})
+        proto = onnx.load(str(out))
+    source = onnx.load(str(src), load_external_data=False)
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(source.metadata_props)
+    atomic_write_bytes(dst, serialize(proto))
+
+
+# ----------------------------------------------------------------------------------------------- eval
+
+
+def val_tokens(tokenizer: CharTokenizer, data: Path | None, data_dir: Path) -> np.ndarray:
+    from gpt.data import load_shakespeare, load_text, split
+
+    text = load_text(data) if data else load_shakespeare(data_dir)
+    ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
+    _, val = split(ids)
+    if len(val) < 2:
+        raise GPTError("the validation split holds fewer than 2 tokens; use more text")
+    return val
+
+
+def onnx_loss(path: Path, data: np.ndarray, block: int, batch_size: int = 16, threads: int | None = None) -> float:
+    """Mean next-token loss over `data` in non-overlapping block_size windows (as gpt.train.full_loss)."""
+    decoder = OrtDecoder.from_file(path, threads=threads)
+
+    def nll(x: np.ndarray, y: np.ndarray) -> float:
+        logits = decoder.forward(x, decoder.empty_cache(len(x))).astype(np.float64)
+        m = logits.max(-1, keepdims=True)
+        logz = np.log(np.exp(logits - m).sum(-1)) + m[..., 0]
+        return float((logz - np.take_along_axis(logits, y[..., None], -1)[..., 0]).sum())
+
+    n = (len(data) - 1) // block
+    starts = np.arange(n) * block
+    total, count = 0.0, 0
+    for b in range(0, n, batch_size):
+        s = starts[b:b + batch_size, None] + np.arange(block)
+        total += nll(data[s], data[s + 1])
+        count += s.size
+    rest = len(data) - 1 - n * block
+    if rest > 0:
+        total += nll(data[None, n * block:-1], data[None, n * block + 1:])
+        count += rest
+    return total / count
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+class Stages:
+    """One progress line per stage (tqdm when installed), with its time."""
+
+    def __init__(self, names: list[str]):
+        self.names, self.i = names, 0
+        try:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=len(names), bar_format="{desc} [{n_fmt}/{total_fmt}] {elapsed}", file=sys.stderr,
+                            leave=True, disable=None)
+        except ImportError:
+            self.bar = None
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        if self.bar is not None:
+            self.bar.set_description_str(f"{name} ...")
+        yield
+        self.i += 1
+        if self.bar is not None:
+            self.bar.set_description_str(name)
+            self.bar.update(1)
+            self.bar.write(f"[{self.i}/{len(self.names)}] {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        else:
+            print(f"[{self.i}/{len(self.names)}] {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", type=Path, default=Path("out"), help="checkpoint directory (default: out)")
+    p.add_argument("--out", type=Path, help="ONNX file to write (default: CKPT/model.onnx)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
+    p.add_argument("--attention", choices=EXPORT_ATTENTION, default="sdpa", help="attention path to trace")
+    p.add_argument("--quantize", choices=("int8",), help="also write a dynamically quantized MODEL.int8.onnx")
+    p.add_argument("--no-verify", action="store_true", help="skip onnx.checker and the onnxruntime parity check")
+    p.add_argument("--eval", action="store_true", help="val loss of the ONNX file(s) over the whole val split")
+    p.add_argument("--data", type=Path, help="text the checkpoint was trained on (default: Tiny Shakespeare)")
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="where gpt.data put Tiny Shakespeare")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads for checks (default: cores)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not 17 <= args.opset <= 23:
+        raise GPTError(f"--opset must be in [17, 23], got {args.opset}")
+    out = args.out or args.ckpt / "model.onnx"
+    if out.suffix != ".onnx":
+        raise GPTError(f"--out must end in .onnx, got {out}")
+    if out.exists() and out.is_dir():
+        raise GPTError(f"--out {out} is a directory")
+    int8 = out.with_name(out.stem + ".int8.onnx")
+    model, tokenizer, manifest = load_checkpoint(args.ckpt, attention=args.attention)
+    val = val_tokens(tokenizer, args.data, args.data_dir) if args.eval else None  # fail early on bad data
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    names = ["export"] + ([] if args.no_verify else ["onnx.checker", "parity vs PyTorch"])
+    names += ["quantize int8"] * bool(args.quantize) + ["val loss"] * args.eval
+    stages = Stages(names)
+    rows = []
+    try:
+        with stages("export"):
+            proto = export_proto(model, args.opset)
+            add_metadata(proto, tokenizer, model, manifest.get("val_loss"))
+            atomic_write_bytes(out, serialize(proto))
+            del proto
+        files = [("fp32", out)]
+        diffs: dict[str, dict] = {}
+        if not args.no_verify:
+            with stages("onnx.checker"):
+                check_model(out)
+            with stages("parity vs PyTorch"):
+                diffs["fp32"] = parity(out, model)
+        if args.quantize:
+            with stages("quantize int8"):
+                quantize_int8(out, int8)
+                files.append(("int8", int8))
+                if not args.no_verify:
+                    diffs["int8"] = parity(int8, model)
+        losses = {}
+        if args.eval:
+            with stages("val loss"):
+                for kind, path in files:
+                    losses[kind] = onnx_loss(path, val, model.config.block_size, threads=args.threads)
+    finally:
+        stages.close()
+
+    for kind, path in files:
+        d = diffs.get(kind)
+        rows.append([kind, str(path), f"{path.stat().st_size / 1e6:.2f} MB", str(args.opset), str(node_count(path)),
+                     f"{max(d['prefill'], d['decode']):.2e}" if d else "-",
+                     f"{losses[kind]:.4f}" if kind in losses else "-"])
+    header = ["model", "file", "size", "opset", "nodes", "max |diff|", "val loss"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    if "fp32" in diffs:
+        d = diffs["fp32"]
+        print(f"parity: prefill of {d['prompt']} tokens + {d['steps']} decode steps, batch {d['batch']}: "
+              f"max |onnxruntime - PyTorch| = {max(d['prefill'], d['decode']):.2e} (tolerance {TOLERANCE:.0e})")
+    if "fp32" in losses and "int8" in losses:
+        print(f"int8 val loss - fp32 val loss = {losses['int8'] - losses['fp32']:+.4f} nats")
+    if "fp32" in diffs and max(diffs["fp32"]["prefill"], diffs["fp32"]["decode"]) > TOLERANCE:
+        d = diffs["fp32"]
+        raise GPTError(f"onnxruntime logits differ from PyTorch by {max(d['prefill'], d['decode']):.2e} "
+                       f"> {TOLERANCE:.0e}; {out} is kept for inspection")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TORCHDYNAMO_VERBOSE", "0")
+    run_cli(main)
