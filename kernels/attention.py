@@ -20,13 +20,15 @@ Backward (FA2): P = exp(s - lse) is recomputed tile by tile from the saved lse i
 Two passes avoid atomics: each program owns the rows it writes.
 
 Any T >= 1 (boundary tiles use masked loads), head dims up to 256 (padded to a power of 2 >= 16 with
-masks; the presets use 32 and 64), fp32/fp16/bf16 inputs with fp32 accumulation, and Tq < Tk in forward
+masks; tested 16-128, the presets use 32 and 64), fp32/fp16/bf16 inputs with fp32 accumulation, and Tq < Tk in forward
 and backward. fp32 inputs use exact ("ieee") dots on the GPU rather than TF32.
 
 On a machine without CUDA the kernels run in the Triton interpreter (TRITON_INTERPRET=1, numpy; slow, for
 tests) - bf16 is not supported there. On CUDA, block sizes are autotuned; on CPU they are fixed.
 Registered as torch.library custom ops (kernels::flash_attn_fwd / kernels::flash_attn_bwd) with fake
 impls and an autograd formula, so torch.compile(fullgraph=True) treats them as opaque nodes.
+Layout, like the Triton tutorials: kernels, launch configuration, launchers (custom ops), reference below;
+benchmark in bench/test_attention_bench.py, tests in tests/test_kernels.py.
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ def _interpret_language() -> None:
 
 if INTERPRETED:
     _interpret_language()
+
 CALLS: Counter[str] = Counter()  # kernel launches by pass ("forward", "backward"): proof the kernels ran
-LOG2E = 1.4426950408889634
 CPU_BLOCK = 32  # fixed tile size in the interpreter (autotuning needs a GPU driver)
 
 
@@ -367,7 +369,7 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: fl
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None) -> torch.Tensor:
     """Naive causal attention with the same offset convention, computed in fp32 (for tests and benchmarks)."""
     tq, tk = q.size(-2), k.size(-2)
-    s = (q.float() @ k.float().transpose(-2, -1)) * (scale or 1.0 / math.sqrt(q.size(-1)))
+    s = (q.float() @ k.float().transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)) if scale is None else scale)
     i = torch.arange(tq, device=q.device)[:, None] + (tk - tq)
     s = s.masked_fill(torch.arange(tk, device=q.device)[None, :] > i, float("-inf"))
     return (torch.softmax(s, -1) @ v.float()).to(q.dtype)

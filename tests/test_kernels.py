@@ -116,6 +116,7 @@ def test_log_sum_exp_and_custom_scale():
     torch.testing.assert_close(lse, torch.logsumexp(s, -1), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(o, torch.softmax(s, -1) @ v, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(flash_attention(q, k, v, scale=0.3), o)
+    torch.testing.assert_close(fa.reference_attention(q, k, v, scale=0.3), o, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("shapes,dtypes,match", [
