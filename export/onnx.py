@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from gpt.attention import offset_causal_mask
 from gpt.checkpoint import load_checkpoint
 from gpt.decoders.ort_decoder import FORMAT_VERSION, OrtDecoder, input_names, output_names
 from gpt.errors import GPTError, run_cli
@@ -41,14 +42,20 @@ from gpt.kv_cache import ConcatKVCache
 from gpt.model import GPT
 from gpt.tokenizer import CharTokenizer
 
-DEFAULT_OPSET = 18
+DEFAULT_OPSET = 23  # the first with the Attention op
 TOLERANCE = 1e-4  # fp32 parity, max |onnxruntime - PyTorch| over the logits
 DECODE_STEPS = 32
-EXPORT_ATTENTION = ("sdpa", "naive")  # traceable attention paths (triton is a GPU kernel)
+# "onnx": one ONNX Attention op per layer (opset >= 23, fastest); "sdpa"/"naive": trace GPT.forward's own path
+# (any opset; triton is a GPU kernel and cannot be traced).
+EXPORT_ATTENTION = ("onnx", "sdpa", "naive")
 
 
 class KVExportWrapper(nn.Module):
-    """(input_ids, past k0, past v0, past k1, ...) -> (logits, present k0, present v0, ...): flat, as ONNX wants."""
+    """(input_ids, past k0, past v0, past k1, ...) -> (logits, present k0, present v0, ...): flat, as ONNX wants.
+
+    Traces GPT.forward itself with a ConcatKVCache: positions start at the past length and the sdpa/naive
+    attention builds the causal mask offset by it.
+    """
 
     def __init__(self, model: GPT):
         super().__init__()
@@ -61,13 +68,37 @@ class KVExportWrapper(nn.Module):
         return (logits, *[t for kv in cache.present for t in kv])
 
 
+class OnnxAttentionWrapper(KVExportWrapper):
+    """The same function and signature, with each layer's attention as ONE ONNX `Attention` op (opset 23) that
+    takes the layer's packed q/k/v, the past keys/values and the offset causal mask, and returns `present`
+    itself: 12 fewer nodes per layer than the traced split/reshape/transpose/concat/attention chain.
+    Built from the model's own modules; `parity` checks it against GPT.forward.
+    """
+
+    def forward(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        m, c = self.model, self.model.config
+        T, P = input_ids.size(1), past[0].size(2)
+        x = m.drop(m.wte(input_ids) + m.wpe(torch.arange(P, P + T, device=input_ids.device)))
+        mask = offset_causal_mask(T, P + T, input_ids.device)
+        present = []
+        for i, block in enumerate(m.h):
+            attn = block.attn
+            q, k, v = attn.c_attn(block.ln_1(x)).split(c.n_embd, dim=2)
+            y, k, v, _ = torch.onnx.ops.attention(q, k, v, mask, past[2 * i], past[2 * i + 1],
+                                                  q_num_heads=c.n_head, kv_num_heads=c.n_head)
+            x = x + attn.resid_dropout(attn.c_proj(y))
+            x = x + block.mlp(block.ln_2(x))
+            present += [k, v]
+        return (m.lm_head(m.ln_f(x)), *present)
+
+
 # --------------------------------------------------------------------------------------------- export
 
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """torch.onnx.export is chatty (warnings, progress prints, missing-torchvision notes): keep stage lines clean."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    loggers = [logging.getLogger(n) for n in ("", "torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -80,14 +111,22 @@ def quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def export_proto(model: GPT, opset: int = DEFAULT_OPSET):
-    """Trace the model (sdpa or naive attention) with dynamic batch/seq/past into an onnx.ModelProto."""
+def export_proto(model: GPT, opset: int = DEFAULT_OPSET, attention: str = "onnx"):
+    """Trace the model with dynamic batch/seq/past into an onnx.ModelProto."""
     c = model.config
-    if model.attention not in EXPORT_ATTENTION:
-        model.set_attention("sdpa")
-    wrapper = KVExportWrapper(model.eval())
+    if attention not in EXPORT_ATTENTION:
+        raise GPTError(f"unknown export attention {attention!r}; choose one of: {', '.join(EXPORT_ATTENTION)}")
+    if attention == "onnx":
+        if opset < 23:
+            raise GPTError(f"--attention onnx needs --opset 23 or later (got {opset}); or use --attention sdpa")
+        wrapper = OnnxAttentionWrapper(model.eval())
+    else:
+        model.set_attention(attention)
+        wrapper = KVExportWrapper(model.eval())
     # Example sizes > 1 everywhere: torch.export specializes dimensions that are 0 or 1 in the example.
-    B, T, P = 2, min(3, c.block_size - 1) or 1, 2
+    B, T, P = 2, 3, 2
+    if T + P > c.block_size:
+        raise GPTError(f"block_size {c.block_size} is too small to export (needs >= {T + P})")
     ids = torch.zeros((B, T), dtype=torch.int64)
     past = [torch.zeros((B, c.n_head, P, c.head_dim)) for _ in range(2 * c.n_layer)]
     batch = torch.export.Dim("batch_size", min=1, max=65536)
@@ -153,9 +192,12 @@ def parity(path: Path, model: GPT, batch: int = 2, steps: int = DECODE_STEPS, se
     steps = min(steps, c.block_size - prompt_len)
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, c.vocab_size, size=(batch, prompt_len), dtype=np.int64)
-    decoder = OrtDecoder.from_file(path, threads=None)
+    decoder = OrtDecoder.from_file(path, threads=1)
     cache = model.new_cache(batch)
-    with torch.inference_mode():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: threads only add synchronisation (and stall on a busy machine)
+    with contextlib.ExitStack() as restore, torch.inference_mode():
+        restore.callback(torch.set_num_threads, threads)
         ref, _ = model(torch.from_numpy(ids), cache=cache)
         got = decoder.forward(ids, decoder.empty_cache(batch))
         prefill_diff = float(np.abs(got - ref.numpy()).max())
@@ -267,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", type=Path, default=Path("out"), help="checkpoint directory (default: out)")
     p.add_argument("--out", type=Path, help="ONNX file to write (default: CKPT/model.onnx)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
-    p.add_argument("--attention", choices=EXPORT_ATTENTION, default="sdpa", help="attention path to trace")
+    p.add_argument("--attention", choices=EXPORT_ATTENTION, default="onnx",
+                   help="onnx: one Attention op per layer (opset >= 23, default); sdpa/naive: trace the model's own")
     p.add_argument("--quantize", choices=("int8",), help="also write a dynamically quantized MODEL.int8.onnx")
     p.add_argument("--no-verify", action="store_true", help="skip onnx.checker and the onnxruntime parity check")
     p.add_argument("--eval", action="store_true", help="val loss of the ONNX file(s) over the whole val split")
@@ -279,15 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not 17 <= args.opset <= 23:
-        raise GPTError(f"--opset must be in [17, 23], got {args.opset}")
+    if not 18 <= args.opset <= 23:
+        raise GPTError(f"--opset must be in [18, 23], got {args.opset}")
+    if args.attention == "onnx" and args.opset < 23:
+        raise GPTError(f"--attention onnx needs --opset 23 (got {args.opset}); add --attention sdpa for older opsets")
     out = args.out or args.ckpt / "model.onnx"
     if out.suffix != ".onnx":
         raise GPTError(f"--out must end in .onnx, got {out}")
     if out.exists() and out.is_dir():
         raise GPTError(f"--out {out} is a directory")
     int8 = out.with_name(out.stem + ".int8.onnx")
-    model, tokenizer, manifest = load_checkpoint(args.ckpt, attention=args.attention)
+    model, tokenizer, manifest = load_checkpoint(args.ckpt)
     val = val_tokens(tokenizer, args.data, args.data_dir) if args.eval else None  # fail early on bad data
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -297,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     try:
         with stages("export"):
-            proto = export_proto(model, args.opset)
+            proto = export_proto(model, args.opset, args.attention)
             add_metadata(proto, tokenizer, model, manifest.get("val_loss"))
             atomic_write_bytes(out, serialize(proto))
             del proto
