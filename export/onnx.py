@@ -36,7 +36,7 @@ import torch.nn as nn
 from gpt.attention import offset_causal_mask
 from gpt.checkpoint import load_checkpoint
 from gpt.decoders.ort_decoder import FORMAT_VERSION, OrtDecoder, input_names, output_names
-from gpt.errors import GPTError, run_cli
+from gpt.errors import ArgumentParser, GPTError, run_cli
 from gpt.fsutil import atomic_write_bytes
 from gpt.kv_cache import ConcatKVCache
 from gpt.model import GPT
@@ -304,8 +304,8 @@ class Stages:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export.onnx", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m export.onnx", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", type=Path, default=Path("out"), help="checkpoint directory (default: out)")
     p.add_argument("--out", type=Path, help="ONNX file to write (default: CKPT/model.onnx)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt.errors import GPTError, run_cli
+from gpt.errors import ArgumentParser, GPTError, run_cli
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -37,8 +37,11 @@ def prepare(source: str | None = None, data_dir: Path = DEFAULT_DATA_DIR) -> Pat
     dest = Path(data_dir) / RELATIVE_PATH
     if dest.is_file() and sha256_of(dest) == SHA256:
         return dest
-    if dest.parent.exists() and not dest.parent.is_dir():
-        raise GPTError(f"{dest.parent} exists and is not a directory")
+    for d in (dest.parent, *dest.parent.parents):
+        if d.exists():
+            if not d.is_dir():
+                raise GPTError(f"{d} exists and is not a directory; choose another --data-dir")
+            break
     dest.parent.mkdir(parents=True, exist_ok=True)
     source = source or URL
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".input-")
@@ -57,7 +60,8 @@ def prepare(source: str | None = None, data_dir: Path = DEFAULT_DATA_DIR) -> Pat
                     shutil.copyfileobj(f, out)
         digest = sha256_of(Path(tmp))
         if digest != SHA256:
-            raise GPTError(f"checksum mismatch for {source}: sha256 {digest}, expected {SHA256}")
+            raise GPTError(f"checksum mismatch for {source}: sha256 {digest}, expected {SHA256}; it is not "
+                           "Tiny Shakespeare (to train on your own text use `python -m gpt.train --data FILE`)")
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -79,7 +83,7 @@ def load_text(path: Path) -> str:
     """A user's own UTF-8 training text (no checksum)."""
     path = Path(path)
     if not path.is_file():
-        raise GPTError(f"data file {path} does not exist")
+        raise GPTError(f"data file {path} " + ("is not a regular file" if path.exists() else "does not exist"))
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -120,8 +124,8 @@ class BatchSampler:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gpt.data", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m gpt.data", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", help=f"local file or URL to copy from (default: {URL})")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where to put it (default: data)")
     args = p.parse_args(argv)

@@ -16,9 +16,10 @@ from typing import Protocol
 import numpy as np
 
 from gpt.errors import GPTError
-from gpt.tokenizer import CharTokenizer
+from gpt.tokenizer import CharTokenizer, UnknownCharacterError
 
 MAX_NEW_TOKENS = 1_000_000
+MAX_NUM_SAMPLES = 1024  # one batch; its KV cache grows with it
 
 
 class Decoder(Protocol):
@@ -96,7 +97,11 @@ def prepare_prompt(tokenizer: CharTokenizer, prompt: str, block_size: int) -> li
     """Encode the prompt; empty starts from a newline (as nanoGPT does), too long keeps its tail."""
     if prompt == "":
         prompt = "\n" if "\n" in tokenizer.stoi else tokenizer.itos[0]
-    ids = tokenizer.encode(prompt)
+    try:
+        ids = tokenizer.encode(prompt)
+    except UnknownCharacterError as e:
+        raise UnknownCharacterError(f"the prompt has {e}; the vocabulary is the {tokenizer.vocab_size} characters "
+                                    "of the training text") from None
     if len(ids) > block_size:
         print(f"warning: prompt has {len(ids)} characters, more than block_size {block_size}; "
               f"keeping its last {block_size}", file=sys.stderr)
@@ -109,8 +114,9 @@ def generate(decoder: Decoder, prompt_ids: list[int], max_new_tokens: int, sampl
     """Decode `num_samples` continuations of the prompt as one batch; returns new token ids [B, N]."""
     if not 0 <= max_new_tokens <= MAX_NEW_TOKENS:
         raise GPTError(f"--max-new-tokens must be in [0, {MAX_NEW_TOKENS:,}], got {max_new_tokens}")
-    if num_samples < 1:
-        raise GPTError(f"--num-samples must be >= 1, got {num_samples}")
+    if not 1 <= num_samples <= MAX_NUM_SAMPLES:
+        raise GPTError(f"--num-samples must be in [1, {MAX_NUM_SAMPLES}], got {num_samples}; "
+                       "for more, run again with another --seed")
     if not prompt_ids:
         raise GPTError("the prompt must hold at least one token")
     block = decoder.block_size

@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from gpt.decoders import BACKENDS, open_decoder
-from gpt.errors import GPTError, run_cli
-from gpt.generate import Sampler, SamplingParams, generate, prepare_prompt
+from gpt.errors import ArgumentParser, GPTError, run_cli
+from gpt.generate import MAX_NEW_TOKENS, MAX_NUM_SAMPLES, Sampler, SamplingParams, generate, prepare_prompt
 from gpt.tokenizer import CharTokenizer
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gpt.sample", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m gpt.sample", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", type=Path, default=Path("out"), help="checkpoint directory (default: out)")
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="decoder (default: torch)")
     p.add_argument("--onnx", type=Path, help="ONNX file for --backend onnxruntime (default: CKPT/model.onnx)")
@@ -46,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     params = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
-    if args.num_samples < 1:
-        raise GPTError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if not 0 <= args.max_new_tokens <= MAX_NEW_TOKENS:  # checked before the model loads
+        raise GPTError(f"--max-new-tokens must be in [0, {MAX_NEW_TOKENS:,}], got {args.max_new_tokens}")
+    if not 1 <= args.num_samples <= MAX_NUM_SAMPLES:
+        raise GPTError(f"--num-samples must be in [1, {MAX_NUM_SAMPLES}], got {args.num_samples}")
     if args.threads is not None and args.threads < 1:
         raise GPTError(f"--threads must be >= 1, got {args.threads}")
     decoder = open_decoder(args.backend, args.onnx or args.ckpt, threads=args.threads, device=args.device,
