@@ -5,8 +5,13 @@ SHARED_DATA := ../shared/data/tinyshakespeare/input.txt
 DATA_SOURCE := $(if $(wildcard $(SHARED_DATA)),--source $(SHARED_DATA))
 OUT ?= out
 PYTEST_ARGS ?=
+# A second venv with only the base install (numpy + onnxruntime, no torch) proves the ONNX sampler stands alone.
+BASE_VENV ?= .venv-base
+BASE_CHECK := $(BASE_VENV)/check
+TINY_TRAIN := --n_layer 1 --n_head 2 --n_embd 32 --block_size 32 --dropout 0 --batch_size 8 --max_iters 30 \
+	--eval_interval 30 --eval_iters 2 --warmup_iters 5 --no-compile --no-progress
 
-.PHONY: install data demo train sample test bench lint clean
+.PHONY: install data demo train sample onnx sample-onnx test test-base bench lint clean
 
 install: $(VENV)/.installed
 
@@ -28,11 +33,39 @@ train: data
 sample: install
 	$(PY) -m gpt.sample --ckpt $(OUT) --prompt "ROMEO:" --max-new-tokens 500 --stats
 
-demo: train sample
+onnx: install
+	$(PY) -m export.onnx --ckpt $(OUT)
+
+sample-onnx: install
+	$(PY) -m gpt.sample --backend onnxruntime --ckpt $(OUT) --prompt "ROMEO:" --max-new-tokens 500 --stats
+
+demo: train sample onnx sample-onnx
 
 test: data
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-base
+
+$(BASE_VENV)/.installed: pyproject.toml
+	rm -rf $(BASE_VENV)
+	python3 -m venv $(BASE_VENV)
+	$(BASE_VENV)/bin/python -m pip install -q .
+	rm -rf build
+	touch $@
+
+# Export a tiny model with the full venv, then sample it from the base venv, outside the source tree (so the
+# installed package is what runs) and with torch absent.
+test-base: data $(BASE_VENV)/.installed
+	$(BASE_VENV)/bin/python -m pip install -q .
+	rm -rf build
+	$(PY) -m gpt.train --out-dir $(BASE_CHECK) $(TINY_TRAIN) > /dev/null
+	$(PY) -m export.onnx --ckpt $(BASE_CHECK)
+	cd $(BASE_VENV) && bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)" \
+		|| { echo "test-base: torch is importable in the base venv"; exit 1; }
+	cd $(BASE_VENV) && bin/python -m gpt.sample --backend onnxruntime --onnx check/model.onnx --prompt "ROMEO:" \
+		--max-new-tokens 100 --stats > check/sample.txt
+	grep -q '^ROMEO:' $(BASE_CHECK)/sample.txt && test $$(wc -c < $(BASE_CHECK)/sample.txt) -gt 100
+	@echo "test-base: the base install (numpy + onnxruntime, no torch) sampled from an ONNX file"
 
 bench: install
 	$(PY) -m pytest bench -q
