@@ -48,6 +48,7 @@ DECODE_STEPS = 32
 # "onnx": one ONNX Attention op per layer (opset >= 23, fastest); "sdpa"/"naive": trace GPT.forward's own path
 # (any opset; triton is a GPU kernel and cannot be traced).
 EXPORT_ATTENTION = ("onnx", "sdpa", "naive")
+QUANTIZE = ("int8", "int4")
 
 
 class KVExportWrapper(nn.Module):
@@ -214,16 +215,31 @@ def parity(path: Path, model: GPT, batch: int = 2, steps: int = DECODE_STEPS, se
 # ------------------------------------------------------------------------------------------- quantize
 
 
-def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantization of the MatMul weights (activations quantized on the fly), metadata kept."""
+def quantize(src: Path, dst: Path, kind: str) -> None:
+    """Quantize the MatMul weights, keeping the metadata.
+
+    int8: onnxruntime's dynamic quantization (int8 weights, activations quantized on the fly per call).
+    int4: weight-only 4-bit blocks of 32 (MatMulNBits, symmetric, int8 compute where the CPU allows).
+    """
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp, quiet():
-        out = Path(tmp) / "model.int8.onnx"
-        quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                         extra_options={"MatMulConstBOnly": True})
-        proto = onnx.load(str(out))
+        out = Path(tmp) / dst.name
+        if kind == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                             extra_options={"MatMulConstBOnly": True})
+            proto = onnx.load(str(out))
+        elif kind == "int4":
+            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+            q = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=32, is_symmetric=True,
+                                     accuracy_level=4)
+            q.process()
+            proto = q.model.model
+        else:
+            raise GPTError(f"unknown quantization {kind!r}; choose one of: {', '.join(QUANTIZE)}")
     source = onnx.load(str(src), load_external_data=False)
     del proto.metadata_props[:]
     proto.metadata_props.extend(source.metadata_props)
@@ -311,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
     p.add_argument("--attention", choices=EXPORT_ATTENTION, default="onnx",
                    help="onnx: one Attention op per layer (opset >= 23, default); sdpa/naive: trace the model's own")
-    p.add_argument("--quantize", choices=("int8",), help="also write a dynamically quantized MODEL.int8.onnx")
+    p.add_argument("--quantize", choices=QUANTIZE, action="append", default=[],
+                   help="also write OUT.int8.onnx (dynamic int8, MatMul weights) or OUT.int4.onnx (4-bit "
+                        "MatMulNBits); repeatable")
     p.add_argument("--no-verify", action="store_true", help="skip onnx.checker and the onnxruntime parity check")
     p.add_argument("--eval", action="store_true", help="val loss of the ONNX file(s) over the whole val split")
     p.add_argument("--data", type=Path, help="text the checkpoint was trained on (default: Tiny Shakespeare)")
@@ -331,13 +349,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise GPTError(f"--out must end in .onnx, got {out}")
     if out.exists() and out.is_dir():
         raise GPTError(f"--out {out} is a directory")
-    int8 = out.with_name(out.stem + ".int8.onnx")
     model, tokenizer, manifest = load_checkpoint(args.ckpt)
     val = val_tokens(tokenizer, args.data, args.data_dir) if args.eval else None  # fail early on bad data
     out.parent.mkdir(parents=True, exist_ok=True)
 
     names = ["export"] + ([] if args.no_verify else ["onnx.checker", "parity vs PyTorch"])
-    names += ["quantize int8"] * bool(args.quantize) + ["val loss"] * args.eval
+    kinds = list(dict.fromkeys(args.quantize))
+    names += [f"quantize {kind}" for kind in kinds] + ["val loss"] * args.eval
     stages = Stages(names)
     rows = []
     try:
@@ -353,12 +371,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_model(out)
             with stages("parity vs PyTorch"):
                 diffs["fp32"] = parity(out, model)
-        if args.quantize:
-            with stages("quantize int8"):
-                quantize_int8(out, int8)
-                files.append(("int8", int8))
+        for kind in kinds:
+            with stages(f"quantize {kind}"):
+                path = out.with_name(f"{out.stem}.{kind}.onnx")
+                quantize(out, path, kind)
+                files.append((kind, path))
                 if not args.no_verify:
-                    diffs["int8"] = parity(int8, model)
+                    diffs[kind] = parity(path, model)
         losses = {}
         if args.eval:
             with stages("val loss"):
@@ -380,8 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         d = diffs["fp32"]
         print(f"parity: prefill of {d['prompt']} tokens + {d['steps']} decode steps, batch {d['batch']}: "
               f"max |onnxruntime - PyTorch| = {max(d['prefill'], d['decode']):.2e} (tolerance {TOLERANCE:.0e})")
-    if "fp32" in losses and "int8" in losses:
-        print(f"int8 val loss - fp32 val loss = {losses['int8'] - losses['fp32']:+.4f} nats")
+    for kind in kinds:
+        if "fp32" in losses and kind in losses:
+            print(f"{kind} val loss - fp32 val loss = {losses[kind] - losses['fp32']:+.4f} nats")
     if "fp32" in diffs and max(diffs["fp32"]["prefill"], diffs["fp32"]["decode"]) > TOLERANCE:
         d = diffs["fp32"]
         raise GPTError(f"onnxruntime logits differ from PyTorch by {max(d['prefill'], d['decode']):.2e} "

@@ -26,8 +26,8 @@ onnx = pytest.importorskip("onnx")
 def exported(tiny_ckpt, periodic_text_file, tmp_path_factory):
     """(fp32 path, int8 path, CLI stdout) of `python -m export.onnx --quantize int8 --eval` on tiny_ckpt."""
     out = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    r = run_module("export.onnx", "--ckpt", str(tiny_ckpt), "--out", str(out), "--quantize", "int8", "--eval",
-                   "--data", str(periodic_text_file))
+    r = run_module("export.onnx", "--ckpt", str(tiny_ckpt), "--out", str(out), "--quantize", "int8",
+                   "--quantize", "int4", "--eval", "--data", str(periodic_text_file), "--threads", "1")
     assert r.returncode == 0, r.stderr
     return out, out.with_name("model.int8.onnx"), r.stdout
 
@@ -50,8 +50,10 @@ def test_cli_reports_parity_size_and_losses(exported):
     m = re.search(r"max \|onnxruntime - PyTorch\| = (\S+)", stdout)
     assert m and float(m.group(1)) <= 1e-4, stdout
     assert re.search(r"^fp32 .* 23 +\d+ ", stdout, re.M), stdout
-    m = re.search(r"int8 val loss - fp32 val loss = (\S+) nats", stdout)
-    assert m and abs(float(m.group(1))) < 0.1, stdout
+    for kind in ("int8", "int4"):
+        m = re.search(kind + r" val loss - fp32 val loss = (\S+) nats", stdout)
+        assert m and abs(float(m.group(1))) < 0.1, stdout
+    assert fp32.with_name("model.int4.onnx").stat().st_size < int8.stat().st_size
 
 
 def test_metadata_round_trip(exported, tiny_ckpt):
