@@ -124,29 +124,50 @@ def model_config(manifest: dict, path: Path) -> ModelConfig:
         raise GPTError(f"{path}: {e}") from None
 
 
+def read_weights(ckpt_dir: Path, manifest: dict) -> bytes:
+    """The weights the manifest vouches for: `model.safetensors`, or a committed `model.safetensors.next`."""
+    path = ckpt_dir / WEIGHTS
+    blob = path.read_bytes() if path.is_file() else None
+    if blob is not None and sha256(blob) == manifest["weights_sha256"]:
+        return blob
+    staged = ckpt_dir / STAGED  # a save killed between its commit and its last rename
+    if staged.is_file():
+        staged_blob = staged.read_bytes()
+        if sha256(staged_blob) == manifest["weights_sha256"]:
+            return staged_blob
+    if blob is None:
+        raise GPTError(f"{path} is missing; {TRAIN_HINT}")
+    if not blob:
+        raise GPTError(f"{path} is empty; restore it or {TRAIN_HINT}")
+    raise GPTError(f"{path} does not match the sha256 in {CONFIG}: the file is corrupt or truncated; "
+                   f"restore it or {TRAIN_HINT}")
+
+
+def manifest_changed(ckpt_dir: Path, manifest: dict) -> bool:
+    try:
+        return json.loads((ckpt_dir / CONFIG).read_bytes()) != manifest
+    except (OSError, ValueError):
+        return False
+
+
 def load_checkpoint(ckpt_dir: Path, device: str | torch.device = "cpu",
                     attention: str = "sdpa") -> tuple[GPT, CharTokenizer, dict]:
     """Model (eval mode), tokenizer and manifest; every way the files can be wrong is a `GPTError`."""
     ckpt_dir = Path(ckpt_dir)
-    manifest = read_manifest(ckpt_dir)
+    for attempt in range(3):  # a training run may be saving into this directory right now: read again
+        manifest = read_manifest(ckpt_dir)
+        try:
+            blob = read_weights(ckpt_dir, manifest)
+            break
+        except GPTError:
+            if attempt == 2 or not manifest_changed(ckpt_dir, manifest):
+                raise
     config = model_config(manifest, ckpt_dir / CONFIG)
     tokenizer = CharTokenizer(manifest["vocab"])
     if tokenizer.vocab_size != config.vocab_size:
         raise GPTError(f"{ckpt_dir / CONFIG}: vocab has {tokenizer.vocab_size} characters, "
                        f"vocab_size says {config.vocab_size}")
     path = ckpt_dir / WEIGHTS
-    blob = path.read_bytes() if path.is_file() else None
-    if blob is None or sha256(blob) != manifest["weights_sha256"]:
-        staged = ckpt_dir / STAGED  # a save killed between its commit and its last rename
-        if staged.is_file() and sha256(staged.read_bytes()) == manifest["weights_sha256"]:
-            blob = staged.read_bytes()
-        elif blob is None:
-            raise GPTError(f"{path} is missing; {TRAIN_HINT}")
-        elif not blob:
-            raise GPTError(f"{path} is empty; restore it or {TRAIN_HINT}")
-        else:
-            raise GPTError(f"{path} does not match the sha256 in {CONFIG}: the file is corrupt or truncated; "
-                           f"restore it or {TRAIN_HINT}")
     try:
         tensors = load_safetensors(blob)
     except (SafetensorError, ValueError) as e:

@@ -1,0 +1,215 @@
+"""Training loses nothing: atomic all-or-nothing checkpoints, exact resume (bit-identical on CPU) after
+--stop-after, SIGINT or kill -9 at any point, a clean stop on a NaN loss, and 2-process DDP (gloo)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, TINY, run_module
+
+from gpt import fsutil
+from gpt.checkpoint import STAGED, WEIGHTS, load_checkpoint, save_checkpoint
+from gpt.config import ModelConfig
+from gpt.model import GPT
+from gpt.tokenizer import CharTokenizer
+
+MAX_ITERS, EVAL = 48, 8
+REL = [*TINY, "--eval_iters", "2", "--max_iters", str(MAX_ITERS), "--eval_interval", str(EVAL)]
+ARTIFACTS = {"config.json", "log.jsonl", "loss.png", "model.safetensors", "train_state.pt"}
+
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: 3x less CPU than two contending threads, same bits every run
+
+
+def train(data, out, *extra, env=None):
+    return run_module("gpt.train", "--data", str(data), "--out-dir", str(out), *REL, *extra,
+                      env={**ONE_THREAD, **(env or {})})
+
+
+def popen_train(data, out, *extra):
+    return subprocess.Popen([sys.executable, "-m", "gpt.train", "--data", str(data), "--out-dir", str(out), *REL,
+                             *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **ONE_THREAD, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_for_line(proc, prefix: str, timeout: float = 120) -> list[str]:
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(prefix):
+            return lines
+    proc.wait(timeout)
+    raise AssertionError(f"{prefix!r} never printed; exit {proc.returncode}: {''.join(lines)}{proc.stderr.read()}")
+
+
+def log_rows(out):
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "time"} for r in rows]
+
+
+def state(out):
+    return torch.load(out / "train_state.pt", weights_only=True)
+
+
+def assert_same_run(a, b):
+    """Same weights, optimizer, RNG and sampler state, best checkpoint and losses, bit for bit."""
+    assert (a / WEIGHTS).read_bytes() == (b / WEIGHTS).read_bytes()
+    assert json.loads((a / "config.json").read_text()) == json.loads((b / "config.json").read_text())
+    assert log_rows(a) == log_rows(b)
+    sa, sb = state(a), state(b)
+    assert (sa["iter"], sa["best_val"], sa["ranks"][0]["sampler"]) == (sb["iter"], sb["best_val"],
+                                                                       sb["ranks"][0]["sampler"])
+    assert torch.equal(sa["ranks"][0]["torch"], sb["ranks"][0]["torch"])
+    for k, v in sa["model"].items():
+        assert torch.equal(v, sb["model"][k]), k
+    for i, s in sa["optimizer"]["state"].items():
+        for k, v in s.items():
+            assert torch.equal(v, sb["optimizer"]["state"][i][k]), (i, k)
+
+
+def assert_loadable(out):
+    """The checkpoint loads (its hash verified) and the state loads with weights_only=True."""
+    _, _, manifest = load_checkpoint(out)
+    s = state(out)
+    assert s["iter"] % EVAL == 0 or s["iter"] == MAX_ITERS
+    return manifest, s
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, periodic_text_file):
+    """One uninterrupted run: what every interrupted-and-resumed run must reproduce exactly."""
+    out = tmp_path_factory.mktemp("reference")
+    r = train(periodic_text_file, out)
+    assert r.returncode == 0, r.stderr
+    assert {p.name for p in out.iterdir()} == ARTIFACTS
+    return out
+
+
+def test_stop_after_then_resume_is_bit_identical(reference, tmp_path, periodic_text_file):
+    r = train(periodic_text_file, tmp_path, "--stop-after", "20")
+    assert r.returncode == 0, r.stderr
+    assert "stopped after iteration 20 of 48; continue with --resume" in r.stdout
+    assert state(tmp_path)["iter"] == 20 and [row["iter"] for row in log_rows(tmp_path)] == [0, 8, 16]
+    r = train(periodic_text_file, tmp_path, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "resuming from iteration 20" in r.stdout
+    assert_same_run(reference, tmp_path)  # log.jsonl continues: rows 0..48, none twice
+
+
+def test_sigint_finishes_the_step_saves_exits_0_and_resumes_bit_identically(reference, tmp_path, periodic_text_file):
+    proc = popen_train(periodic_text_file, tmp_path)
+    wait_for_line(proc, "iter 0:")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    stopped = state(tmp_path)["iter"]
+    assert 1 <= stopped < MAX_ITERS
+    assert f"SIGINT: finished iteration {stopped - 1}, saved state; continue with" in out and "--resume" in out
+    r = train(periodic_text_file, tmp_path, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert_same_run(reference, tmp_path)
+
+
+# Each run of the chain is killed (SIGKILL, as kill -9) at a chosen point: the fault-injection points inside a
+# save, or from outside when a line is printed (right after an evaluation, often mid-save). After every kill
+# the checkpoint must load and the state must resume; the last resume must reproduce the reference exactly.
+KILLS = [
+    ("after-weights@2", None),  # new weights staged, manifest not written: the previous checkpoint loads
+    ("after-manifest@1", None),  # manifest committed, staged weights not renamed: the new checkpoint loads
+    ("before-state@2", None),  # train_state.pt temp file written, not renamed: the previous state resumes
+    (None, "iter 40:"),  # kill -9 from outside, just after the evaluation at 40 was printed
+]
+
+
+def test_kill_9_at_any_point_leaves_a_loadable_checkpoint_that_resumes_exactly(reference, tmp_path, periodic_text_file):
+    for i, (fault, line) in enumerate(KILLS):
+        resume = ["--resume"] if i else []
+        if fault:
+            r = train(periodic_text_file, tmp_path, *resume, env={fsutil.FAULT_ENV: fault})
+            assert r.returncode == -signal.SIGKILL, (fault, r.returncode, r.stderr)
+            assert f"fault injected: killed at {fault}" in r.stderr
+        else:
+            proc = popen_train(periodic_text_file, tmp_path, *resume)
+            wait_for_line(proc, line)
+            proc.kill()
+            proc.communicate(timeout=60)
+        manifest, s = assert_loadable(tmp_path)
+        if fault == "after-weights@2":  # killed saving the iteration-8 checkpoint: iteration 0's survives
+            assert manifest["iter"] == 0 and (tmp_path / STAGED).exists()
+        if fault == "after-manifest@1":  # committed: the iteration-8 checkpoint is read from the staged file
+            assert manifest["iter"] == 8 and (tmp_path / STAGED).exists()
+            assert hashlib.sha256((tmp_path / WEIGHTS).read_bytes()).hexdigest() != manifest["weights_sha256"]
+    r = train(periodic_text_file, tmp_path, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert {p.name for p in tmp_path.iterdir()} == ARTIFACTS  # no staged or temp files left behind
+    assert_same_run(reference, tmp_path)
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(reference, tmp_path, periodic_text_file):
+    r = train(periodic_text_file, tmp_path, env={fsutil.FAULT_ENV: "nan-loss@13"})
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: loss became nan at iteration 13: training stopped; the last good "
+                               f"checkpoint in {tmp_path} is kept")
+    assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
+    manifest, s = assert_loadable(tmp_path)
+    assert manifest["iter"] == 8 and s["iter"] == 8
+    r = train(periodic_text_file, tmp_path, "--resume")  # the kept state resumes to the uninterrupted result
+    assert r.returncode == 0, r.stderr
+    assert_same_run(reference, tmp_path)
+
+
+def test_every_crash_point_of_a_save_leaves_the_old_or_the_new_checkpoint(tmp_path, monkeypatch):
+    """In-process: stop a save at each point (as a kill would) and check what loads."""
+    tok = CharTokenizer.from_text("abcd")
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(GPT(ModelConfig(vocab_size=4, block_size=8, n_layer=1, n_head=1, n_embd=8, dropout=0)))
+
+    def stop_at(point):
+        def hook(name):
+            if name == point:
+                raise SystemExit(f"killed at {name}")
+        return hook
+
+    for point, survivor in [("before-weights", 0), ("after-weights", 0), ("after-manifest", 1)]:
+        out = tmp_path / point
+        save_checkpoint(out, models[0], tok, iter=0)
+        monkeypatch.setattr("gpt.checkpoint.fault_point", stop_at(point))
+        monkeypatch.setattr("gpt.fsutil.fault_point", stop_at(point))
+        with pytest.raises(SystemExit):
+            save_checkpoint(out, models[1], tok, iter=1)
+        monkeypatch.undo()
+        model, _, manifest = load_checkpoint(out)
+        assert manifest["iter"] == survivor
+        assert torch.equal(model.wte.weight, models[survivor].wte.weight)
+        save_checkpoint(out, models[2], tok, iter=2)  # the next save completes whatever was left
+        model, _, manifest = load_checkpoint(out)
+        assert manifest["iter"] == 2 and torch.equal(model.wte.weight, models[2].wte.weight)
+        assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_two_process_ddp_on_cpu_trains_and_only_rank_0_writes(tmp_path, periodic_text_file):
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "gpt.train", "--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY,
+                        "--max_iters", "30", "--eval_interval", "10", "--gradient_accumulation_steps", "2"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("parameters") == 1 and r.stdout.count("done:") == 1  # rank 0 alone prints
+    assert "2 processes x 1 micro-steps" in r.stdout
+    assert {p.name for p in tmp_path.iterdir()} == ARTIFACTS
+    rows = log_rows(tmp_path)
+    assert [row["iter"] for row in rows] == [0, 10, 20, 30]  # rank 0 alone logs
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 0.5
+    s = state(tmp_path)
+    assert s["world_size"] == 2 and len(s["ranks"]) == 2
+    assert s["ranks"][0]["sampler"] != s["ranks"][1]["sampler"]  # each rank draws its own batches
+    load_checkpoint(tmp_path)
