@@ -120,6 +120,9 @@ def export_proto(model: GPT, opset: int = DEFAULT_OPSET, attention: str = "onnx"
     if attention == "onnx":
         if opset < 23:
             raise GPTError(f"--attention onnx needs --opset 23 or later (got {opset}); or use --attention sdpa")
+        if not hasattr(getattr(torch.onnx, "ops", None), "attention"):
+            raise GPTError(f"--attention onnx needs torch.onnx.ops.attention (torch >= 2.9; this is "
+                           f"{torch.__version__}); use --attention sdpa")
         wrapper = OnnxAttentionWrapper(model.eval())
     else:
         model.set_attention(attention)
@@ -342,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not 18 <= args.opset <= 23:
         raise GPTError(f"--opset must be in [18, 23], got {args.opset}")
+    if args.threads is not None and args.threads < 1:
+        raise GPTError(f"--threads must be >= 1, got {args.threads}")
     if args.attention == "onnx" and args.opset < 23:
         raise GPTError(f"--attention onnx needs --opset 23 (got {args.opset}); add --attention sdpa for older opsets")
     out = args.out or args.ckpt / "model.onnx"
@@ -362,7 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with stages("export"):
             proto = export_proto(model, args.opset, args.attention)
             add_metadata(proto, tokenizer, model, manifest.get("val_loss"))
-            atomic_write_bytes(out, serialize(proto))
+            try:
+                atomic_write_bytes(out, serialize(proto))
+            except OSError as e:
+                raise GPTError(f"cannot write {out}: {e.strerror or e}") from None
             del proto
         files = [("fp32", out)]
         diffs: dict[str, dict] = {}

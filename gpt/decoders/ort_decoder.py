@@ -100,7 +100,19 @@ def open_session(path: Path, threads: int | None = None) -> ort.InferenceSession
         reason = " ".join(str(e).split())
         if len(reason) > 300:
             reason = reason[:300] + " ..."
-        raise GPTError(f"{path} is not a loadable ONNX model (truncated or not ONNX?): {reason}") from None
+        hint = ""
+        if _version(ort.__version__) < (1, 23):
+            hint = (f"; opset-23 exports need onnxruntime >= 1.23 (installed: {ort.__version__}): upgrade it, "
+                    "or re-export with `python -m export.onnx --opset 18 --attention sdpa`")
+        raise GPTError(f"{path} is not a loadable ONNX model (truncated or not ONNX?): {reason}{hint}") from None
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for part in text.split(".")[:2]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
 
 
 class OrtDecoder:
