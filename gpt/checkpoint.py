@@ -179,8 +179,8 @@ def load_checkpoint(ckpt_dir: Path, device: str | torch.device = "cpu",
         diff = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
         k = diff[0]
         raise GPTError(
-            f"weights disagree with {CONFIG} at {k}: file has {tuple(got[k]) if k in got else 'nothing'}, "
-            f"config expects {tuple(expected[k]) if k in expected else 'nothing'}"
+            f"{ckpt_dir}: weights disagree with {CONFIG} at {k}: file has {tuple(got[k]) if k in got else 'nothing'}, "
+            f"config expects {tuple(expected[k]) if k in expected else 'nothing'} (files of different checkpoints?)"
         )
     model.load_state_dict(tensors, strict=False)
     return model.to(device).eval(), tokenizer, manifest

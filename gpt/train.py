@@ -308,7 +308,9 @@ def load_state(path: Path, model: GPT, optimizer, model_cfg: ModelConfig, device
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # a truncated or foreign file: torch raises many kinds
-        raise GPTError(f"--resume: {path} cannot be read ({type(e).__name__}); start without --resume") from None
+        reason = " ".join(str(e).split())[:160]
+        raise GPTError(f"--resume: {path} cannot be read ({type(e).__name__}: {reason}); start without --resume "
+                       "or restore the file") from None
     try:
         if state["model_config"] != model_cfg.to_dict():
             changed = sorted(k for k, v in model_cfg.to_dict().items() if state["model_config"].get(k) != v)

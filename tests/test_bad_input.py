@@ -1,0 +1,250 @@
+"""Every bad input gets a clear answer: through the real CLIs (subprocesses), each case below exits non-zero
+with exactly one line on stderr, `error: ...`, naming the problem (and the fix where one helps), and no
+traceback. The cases run concurrently once per module; each row of the table is its own test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pytest
+import torch
+from conftest import ROOT, TINY, run_module
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    module: str
+    args: tuple[str, ...]  # "{name}" is replaced by the path of the fixture file `name` (see `paths`)
+    expect: str  # a phrase of the one error line; "" for the one allowed case
+    needs_no_cuda: bool = False
+
+
+def case(id, module, *args, expect, needs_no_cuda=False):
+    return Case(id, module, args, expect, needs_no_cuda)
+
+
+SAMPLE = ("--ckpt", "{ckpt}", "--max-new-tokens", "5")
+TRAIN = ("--data", "{text}", "--out-dir", "{fresh}", *TINY, "--max_iters", "1")
+CASES = [
+    # ---- gpt.sample: prompt and sampling options
+    case("prompt outside the vocabulary", "gpt.sample", *SAMPLE, "--prompt", "ROMEO#é",
+         expect="the prompt has 2 character(s) not in the model's vocabulary: '#', 'é'"),
+    case("empty prompt is allowed (starts from a newline)", "gpt.sample", *SAMPLE, "--prompt", "", expect=""),
+    case("max-new-tokens negative", "gpt.sample", *SAMPLE, "--max-new-tokens", "-1",
+         expect="--max-new-tokens must be in [0, 1,000,000], got -1"),
+    case("max-new-tokens absurd", "gpt.sample", *SAMPLE, "--max-new-tokens", "10000000000",
+         expect="--max-new-tokens must be in [0, 1,000,000], got 10000000000"),
+    case("max-new-tokens not a number", "gpt.sample", *SAMPLE, "--max-new-tokens", "many",
+         expect="argument --max-new-tokens: invalid int value: 'many' (see `python -m gpt.sample --help`)"),
+    case("temperature negative", "gpt.sample", *SAMPLE, "--temperature", "-0.5",
+         expect="--temperature must be >= 0 (0 = greedy), got -0.5"),
+    case("temperature nan", "gpt.sample", *SAMPLE, "--temperature", "nan", expect="--temperature must be >= 0"),
+    case("top-k negative", "gpt.sample", *SAMPLE, "--top-k", "-3", expect="--top-k must be >= 0 (0 = off), got -3"),
+    case("top-p zero", "gpt.sample", *SAMPLE, "--top-p", "0", expect="--top-p must be in (0, 1], got 0.0"),
+    case("top-p above one", "gpt.sample", *SAMPLE, "--top-p", "1.5", expect="--top-p must be in (0, 1], got 1.5"),
+    case("num-samples zero", "gpt.sample", *SAMPLE, "--num-samples", "0",
+         expect="--num-samples must be in [1, 1024], got 0"),
+    case("num-samples absurd", "gpt.sample", *SAMPLE, "--num-samples", "100000000",
+         expect="--num-samples must be in [1, 1024], got 100000000"),
+    case("threads zero", "gpt.sample", *SAMPLE, "--threads", "0", expect="--threads must be >= 1, got 0"),
+    case("unknown backend", "gpt.sample", *SAMPLE, "--backend", "tensorflow",
+         expect="argument --backend: invalid choice: 'tensorflow'"),
+    case("sample --device cuda without CUDA", "gpt.sample", *SAMPLE, "--device", "cuda",
+         expect="--device cuda was asked for but CUDA is not available; use --device cpu", needs_no_cuda=True),
+    # ---- gpt.sample: the checkpoint
+    case("checkpoint directory does not exist", "gpt.sample", "--ckpt", "{nowhere}",
+         expect="does not exist; train one with `python -m gpt.train --out-dir DIR`"),
+    case("checkpoint is an .onnx file", "gpt.sample", "--ckpt", "{garbage_onnx}",
+         expect="is a file, not a checkpoint directory (an .onnx file needs --backend onnxruntime)"),
+    case("model.safetensors missing", "gpt.sample", "--ckpt", "{no_weights}",
+         expect="model.safetensors is missing; train one with"),
+    case("model.safetensors empty", "gpt.sample", "--ckpt", "{empty_weights}",
+         expect="model.safetensors is empty; restore it or train one"),
+    case("model.safetensors truncated", "gpt.sample", "--ckpt", "{truncated_weights}",
+         expect="model.safetensors does not match the sha256 in config.json: the file is corrupt or truncated"),
+    case("model.safetensors bit-flipped", "gpt.sample", "--ckpt", "{bitflip_weights}",
+         expect="model.safetensors does not match the sha256 in config.json: the file is corrupt or truncated"),
+    case("config.json missing", "gpt.sample", "--ckpt", "{no_config}",
+         expect="config.json is missing: ", ),
+    case("config.json not JSON", "gpt.sample", "--ckpt", "{bad_json}", expect="config.json is not valid JSON"),
+    case("config.json missing a model field", "gpt.sample", "--ckpt", "{no_n_head}",
+         expect="config.json: model config is missing field(s): n_head"),
+    case("config.json missing the vocabulary", "gpt.sample", "--ckpt", "{no_vocab}",
+         expect="config.json is missing field(s): vocab"),
+    case("config.json field of the wrong type", "gpt.sample", "--ckpt", "{string_n_layer}",
+         expect="config.json: model field 'n_layer' has the wrong type or value: 'two'"),
+    case("config.json shapes disagree with the weights", "gpt.sample", "--ckpt", "{wide_config}",
+         expect="weights disagree with config.json at h.0.attn.c_attn.bias: file has (96,), config expects (192,)"),
+    case("config.json vocab_size disagrees with its vocab", "gpt.sample", "--ckpt", "{vocab_size_off}",
+         expect="characters, vocab_size says 99"),
+    # ---- gpt.sample --backend onnxruntime: the ONNX file
+    case("ONNX file does not exist", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{nowhere}.onnx",
+         expect="does not exist; export one with `python -m export.onnx --ckpt out`"),
+    case("ONNX file empty", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{empty_onnx}",
+         expect="is empty; export one with"),
+    case("not an ONNX file", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{garbage_onnx}",
+         expect="is not a loadable ONNX model (truncated or not ONNX?)"),
+    case("truncated ONNX file", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{truncated_onnx}",
+         expect="is not a loadable ONNX model (truncated or not ONNX?)"),
+    case("ONNX without our metadata", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{foreign_onnx}",
+         expect="lacks metadata vocab, block_size, n_layer, n_head, n_embd, val_loss, format_version: it was not "
+                "written by export.onnx"),
+    # ---- gpt.data
+    case("data source with the wrong checksum", "gpt.data", "--source", "{text}", "--data-dir", "{fresh}",
+         expect="checksum mismatch for {text}: sha256 "),
+    case("data source does not exist", "gpt.data", "--source", "{nowhere}", "--data-dir", "{fresh}",
+         expect="source file {nowhere} does not exist"),
+    case("data dir is a file", "gpt.data", "--source", "{text}", "--data-dir", "{a_file}",
+         expect="exists and is not a directory; choose another --data-dir"),
+    # ---- gpt.train
+    case("train data with the wrong checksum", "gpt.train", "--data-dir", "{bad_data_dir}", "--out-dir", "{fresh}",
+         expect="has the wrong checksum; delete it and run `python -m gpt.data` again"),
+    case("train without data", "gpt.train", "--data-dir", "{nowhere}", "--out-dir", "{fresh}",
+         expect="not found; run `python -m gpt.data` (or `make data`) first"),
+    case("train data file does not exist", "gpt.train", "--data", "{nowhere}", "--out-dir", "{fresh}",
+         expect="data file {nowhere} does not exist"),
+    case("train data not UTF-8", "gpt.train", "--data", "{latin1}", "--out-dir", "{fresh}",
+         expect="is not valid UTF-8 (invalid continuation byte at byte 3)"),
+    case("unknown preset", "gpt.train", "--preset", "huge", "--out-dir", "{fresh}",
+         expect="unknown preset 'huge'; choose one of: cpu, shakespeare, large"),
+    case("n_embd not divisible by n_head", "gpt.train", *TRAIN, "--n_embd", "30", "--n_head", "4",
+         expect="n_embd (30) must be divisible by n_head (4)"),
+    case("train --device cuda without CUDA", "gpt.train", *TRAIN, "--device", "cuda",
+         expect="--device cuda was asked for but CUDA is not available; use --device cpu", needs_no_cuda=True),
+    case("out-dir is an existing file", "gpt.train", "--data", "{text}", "--out-dir", "{a_file}",
+         expect="output directory {a_file} exists and is a file; choose another --out-dir"),
+    case("batch size not a number", "gpt.train", *TRAIN, "--batch_size", "lots",
+         expect="argument --batch_size/--batch-size: invalid int value: 'lots' (see `python -m gpt.train --help`)"),
+    case("bias not a boolean", "gpt.train", *TRAIN, "--bias", "maybe",
+         expect="argument --bias: expected true or false, got 'maybe'"),
+    case("batch size zero", "gpt.train", *TRAIN, "--batch_size", "0", expect="--batch_size must be >= 1, got 0"),
+    case("learning rate negative", "gpt.train", *TRAIN, "--learning_rate", "-1",
+         expect="--learning_rate must be a finite number >= 0, got -1.0"),
+    case("dropout out of range", "gpt.train", *TRAIN, "--dropout", "1.5", expect="dropout must be in [0, 1), got 1.5"),
+    case("block size larger than the text", "gpt.train", *TRAIN, "--block_size", "100000",
+         expect="fewer than block_size + 1 = 100001; use more text or a smaller --block_size"),
+    case("resume without a saved state", "gpt.train", *TRAIN, "--resume",
+         expect="train_state.pt not found; start without --resume"),
+    case("resume from a corrupt state", "gpt.train", "--data", "{text}", "--out-dir", "{corrupt_state}", *TINY,
+         "--resume", expect="train_state.pt cannot be read (RuntimeError: PytorchStreamReader failed"),
+    case("resume from a state that would run code", "gpt.train", "--data", "{text}", "--out-dir", "{evil_state}",
+         *TINY, "--resume", expect="train_state.pt cannot be read (UnpicklingError: Weights only load failed"),
+    case("stop-after zero", "gpt.train", *TRAIN, "--stop-after", "0", expect="--stop-after must be >= 1, got 0"),
+    # ---- export.onnx
+    case("export a checkpoint that does not exist", "export.onnx", "--ckpt", "{nowhere}",
+         expect="checkpoint directory {nowhere} does not exist; train one with"),
+    case("export a bit-flipped checkpoint", "export.onnx", "--ckpt", "{bitflip_weights}", "--out", "{fresh}.onnx",
+         expect="model.safetensors does not match the sha256 in config.json"),
+    case("export to a non-.onnx name", "export.onnx", "--ckpt", "{ckpt}", "--out", "{fresh}.txt",
+         expect="--out must end in .onnx"),
+    case("export opset not a number", "export.onnx", "--opset", "latest",
+         expect="argument --opset: invalid int value: 'latest' (see `python -m export.onnx --help`)"),
+]
+
+
+def edit_config(ckpt, edit):
+    path = ckpt / "config.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory, tiny_ckpt, periodic_text_file) -> dict[str, str]:
+    """The fixture files the cases name: copies of the tiny checkpoint with one thing broken in each."""
+    root = tmp_path_factory.mktemp("bad")
+    p = {"ckpt": tiny_ckpt, "text": periodic_text_file, "nowhere": root / "nowhere", "fresh": root / "fresh"}
+
+    def broken(name, fix):
+        d = root / name
+        shutil.copytree(tiny_ckpt, d, ignore=shutil.ignore_patterns("*.pt", "*.png", "*.onnx"))
+        fix(d)
+        p[name] = d
+
+    weights = "model.safetensors"
+    broken("no_weights", lambda d: (d / weights).unlink())
+    broken("empty_weights", lambda d: (d / weights).write_bytes(b""))
+    broken("truncated_weights", lambda d: (d / weights).write_bytes((d / weights).read_bytes()[:5000]))
+
+    def flip(d):
+        blob = bytearray((d / weights).read_bytes())
+        blob[len(blob) // 2] ^= 0x10
+        (d / weights).write_bytes(bytes(blob))
+
+    broken("bitflip_weights", flip)
+    broken("no_config", lambda d: (d / "config.json").unlink())
+    broken("bad_json", lambda d: (d / "config.json").write_text("{'model': "))
+    broken("no_n_head", lambda d: edit_config(d, lambda m: m["model"].pop("n_head")))
+    broken("no_vocab", lambda d: edit_config(d, lambda m: m.pop("vocab")))
+    broken("string_n_layer", lambda d: edit_config(d, lambda m: m["model"].update(n_layer="two")))
+    broken("wide_config", lambda d: edit_config(d, lambda m: m["model"].update(n_embd=64)))
+    broken("vocab_size_off", lambda d: edit_config(d, lambda m: m["model"].update(vocab_size=99)))
+    broken("corrupt_state", lambda d: (d / "train_state.pt").write_bytes(b"PK\x03\x04 not a zip at all"))
+    broken("evil_state", lambda d: torch.save({"iter": 1, "hook": os.system}, d / "train_state.pt"))  # never called
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "foreign",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    foreign = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(foreign, root / "foreign.onnx")
+    p["foreign_onnx"] = root / "foreign.onnx"
+    p["truncated_onnx"] = root / "truncated.onnx"
+    p["truncated_onnx"].write_bytes(foreign.SerializeToString()[:40])
+    p["garbage_onnx"] = root / "garbage.onnx"
+    p["garbage_onnx"].write_text("this is not a protobuf\n" * 10)
+    p["empty_onnx"] = root / "empty.onnx"
+    p["empty_onnx"].write_bytes(b"")
+    p["a_file"] = root / "a_file"
+    p["a_file"].write_text("I am a file\n")
+    p["latin1"] = root / "latin1.txt"
+    p["latin1"].write_bytes("abc\xe9t\xe9\n".encode("latin-1") * 100)
+    bad = root / "bad_data_dir" / "tinyshakespeare"
+    bad.mkdir(parents=True)
+    (bad / "input.txt").write_text("not Shakespeare\n")
+    p["bad_data_dir"] = bad.parent
+    return {k: str(v) for k, v in p.items()}
+
+
+@pytest.fixture(scope="module")
+def results(paths) -> dict[str, subprocess.CompletedProcess]:
+    """Every case's CLI run, a few at a time (each is a fresh interpreter, mostly waiting on imports)."""
+    def run(c: Case):
+        return run_module(c.module, *(a.format(**paths) for a in c.args), env={"OMP_NUM_THREADS": "1"}, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip((c.id for c in CASES), pool.map(run, CASES), strict=True))
+
+
+@pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
+def test_bad_input_gets_one_clear_line(c: Case, results, paths):
+    if c.needs_no_cuda and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    r = results[c.id]
+    assert "Traceback" not in r.stderr, r.stderr
+    if not c.expect:
+        assert r.returncode == 0 and r.stdout.strip() and r.stderr == "", r.stderr
+        return
+    assert r.returncode != 0
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert c.expect.format(**paths) in lines[0]
+
+
+def test_debug_shows_the_traceback(paths):
+    r = run_module("gpt.sample", "--ckpt", paths["bitflip_weights"], "--debug")
+    assert r.returncode != 0 and "Traceback" in r.stderr and "GPTError" in r.stderr
+
+
+def test_help_still_works():
+    r = subprocess.run([sys.executable, "-m", "gpt.data", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("usage: python -m gpt.data") and r.stderr == ""
