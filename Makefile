@@ -67,8 +67,15 @@ test-base: data $(BASE_VENV)/.installed
 	grep -q '^ROMEO:' $(BASE_CHECK)/sample.txt && test $$(wc -c < $(BASE_CHECK)/sample.txt) -gt 100
 	@echo "test-base: the base install (numpy + onnxruntime, no torch) sampled from an ONNX file"
 
+# `make bench`: bench/results/<date>-<cpu>.json (pytest-benchmark; `pytest-benchmark compare` reads it), then the
+# Markdown table (.md, also printed) and bar chart (.png) beside it. BENCH_ARGS adds options, e.g.
+# BENCH_ARGS="--bench-presets cpu,shakespeare,large" or "--bench-train-variants all" (see bench/conftest.py).
+BENCH_ARGS ?=
 bench: install
-	$(PY) -m pytest bench -q
+	@json=$$($(PY) -m bench.report --new-path) && echo "bench: writing $$json" && \
+	$(PY) -m pytest bench -q -p no:cacheprovider --benchmark-json $$json --benchmark-columns median,iqr,rounds \
+		--benchmark-sort name $(BENCH_ARGS) && \
+	$(PY) -m bench.report $$json
 
 lint: install
 	$(PY) -m ruff check .

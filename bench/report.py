@@ -1,0 +1,346 @@
+"""Markdown tables and a bar chart from a pytest-benchmark JSON written by `make bench`.
+
+    python -m bench.report bench/results/2026-11-25-intel-xeon-processor.json   # prints the tables, writes .md + .png
+    python -m bench.report --new-path                                            # an unused results path for today
+
+Every number comes from the JSON: tokens/s = batch x new tokens ÷ the median round; the memory-bound limit of
+a decode figure = batch x bandwidth ÷ (weight bytes + batch x KV bytes at the run's average context), with the
+bandwidth measured in the same run (DRAM: the 2 GiB read; in-cache: the read-bandwidth curve at the figure's
+own working set, since weights of a few MB to a few hundred MB can stay in a large L3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from datetime import date
+from pathlib import Path
+
+from bench import common
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# ------------------------------------------------------------------------------------------------ load
+
+
+class Results:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.data = json.loads(self.path.read_text())
+        self.machine = self.data.get("machine_info", {})
+        self.bench = self.data.get("bench", {})
+        self.rows = [b for b in self.data.get("benchmarks", []) if b.get("stats")]
+        by_kind: dict[str, list[dict]] = {}
+        for b in self.rows:
+            by_kind.setdefault(b.get("extra_info", {}).get("kind", ""), []).append(b)
+        self.by_kind = by_kind
+        curve = sorted((b["extra_info"]["bytes"], b["extra_info"]["bytes"] / b["stats"]["median"])
+                       for b in by_kind.get("read_bandwidth", []))
+        self.bw_curve = curve  # (bytes, bytes/s), ascending size
+        self.dram_bw = curve[-1][1] if curve else None
+        self.peak = {b["extra_info"]["dtype"]: b["extra_info"]["flops"] / b["stats"]["median"]
+                     for b in by_kind.get("matmul_peak", [])}
+
+    def bandwidth_at(self, nbytes: float) -> float | None:
+        """Read bandwidth for a working set of `nbytes`, log-log interpolated on the measured curve."""
+        c = self.bw_curve
+        if not c:
+            return None
+        if nbytes <= c[0][0]:
+            return c[0][1]
+        for (x0, y0), (x1, y1) in zip(c, c[1:], strict=False):
+            if nbytes <= x1:
+                t = (math.log(nbytes) - math.log(x0)) / (math.log(x1) - math.log(x0))
+                return math.exp(math.log(y0) + t * (math.log(y1) - math.log(y0)))
+        return c[-1][1]
+
+    def decode(self) -> dict[tuple, dict]:
+        out = {}
+        for b in self.by_kind.get("decode", []):
+            e = b["extra_info"]
+            tok_s = e["batch"] * e["new_tokens"] / b["stats"]["median"]
+            row = {**e, "tokens_per_s": tok_s, "rounds": b["stats"]["rounds"], "median_s": b["stats"]["median"]}
+            if self.dram_bw:
+                row["limit_dram"] = common.memory_bound_tokens_per_s(e["bytes_per_call"], e["batch"], self.dram_bw)
+                row["limit_cache"] = common.memory_bound_tokens_per_s(
+                    e["bytes_per_call"], e["batch"], self.bandwidth_at(e["bytes_per_call"]))
+            out[(e["preset"], e["batch"], e["new_tokens"], e["backend"])] = row
+        return out
+
+
+# --------------------------------------------------------------------------------------------- format
+
+
+def fmt(x: float | None, digits: int = 0, suffix: str = "") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:,.{digits}f}{suffix}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.1f}×" if a and b else "–"
+
+
+def table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    sep = ["---:" if a == "r" else "---" for a in align]
+    return "\n".join("| " + " | ".join(r) + " |" for r in [header, sep, *rows])
+
+
+def presets_in(r: Results) -> list[str]:
+    seen = []
+    for b in r.rows:
+        p = b["extra_info"].get("preset")
+        if p and p not in seen:
+            seen.append(p)
+    return seen
+
+
+def header(r: Results) -> str:
+    m, b = r.machine, r.bench
+    when = r.data.get("datetime", "")[:16].replace("T", " ")
+    load = b.get("loadavg_start"), b.get("loadavg_end")
+    quiet = b.get("quiet")
+    state = ("quiet" if quiet else "UNDER LOAD (other processes were running: timings are noisy)")
+    pk = m.get("packages", {})
+    lines = [
+        f"Run {when} UTC, commit {b.get('commit', '?')[:10]}{' (dirty)' if b.get('dirty') else ''}; "
+        f"CPU: {m.get('cpu_model', '?')}, {m.get('logical_cpus', '?')} logical CPUs, "
+        f"**{b.get('threads', '?')} threads** for every backend; machine {state}"
+        + (f" (1-min load {load[0][0]:.2f} before, {load[1][0]:.2f} at the end)" if all(load) else "") + ".",
+        f"torch {pk.get('torch', '?')}, onnxruntime {pk.get('onnxruntime', '?')}, numpy {pk.get('numpy', '?')}, "
+        f"Python {m.get('python_version', '?')}. Random-initialised weights (speed does not depend on them); "
+        "medians over the rounds shown.",
+    ]
+    if b.get("smoke"):
+        lines.append("**SMOKE RUN: tiny model, one round; these numbers mean nothing.**")
+    return "\n".join(lines)
+
+
+def hardware_section(r: Results) -> str:
+    rows = [[f"{n / 2**20:,.0f} MiB" + (" (DRAM)" if n == r.bw_curve[-1][0] else ""), fmt(bw / 1e9, 1)]
+            for n, bw in r.bw_curve]
+    out = ["### Hardware limits (measured in this run)", "",
+           table(["read (torch.sum, float32)", "GB/s"], rows)]
+    if r.peak:
+        out += ["", table(["peak matmul (torch.mm)", "GFLOP/s"],
+                          [[f"{k} {b['extra_info']['n']}²", fmt(v / 1e9, 0)] for k, v in r.peak.items()
+                           for b in r.by_kind["matmul_peak"] if b["extra_info"]["dtype"] == k])]
+    return "\n".join(out)
+
+
+def decode_section(r: Results) -> str:
+    d = r.decode()
+    out = ["### Decode throughput (gpt.generate, temperature 0, 64-char prompt)", "",
+           "× columns: speed-up over the PyTorch eager baselines of the same preset, batch and length. "
+           "Limit = memory-bound tokens/s (weights read once per step for the whole batch + each sequence's KV "
+           "cache at the run's average context) at the DRAM bandwidth and at the in-cache bandwidth for that "
+           "working set.", ""]
+    hdr = ["preset", "batch", "new tokens", "backend", "tokens/s", "× no-cache", "× eager KV",
+           "% DRAM limit", "% in-cache limit", "MB/step", "rounds"]
+    rows = []
+    for key in sorted(d, key=lambda k: (presets_in(r).index(k[0]), k[1], k[2],
+                                        common.DECODE_BACKENDS.index(k[3]) if k[3] in common.DECODE_BACKENDS else 99)):
+        p, batch, n, backend = key
+        row = d[key]
+        base = d.get((p, batch, n, common.BASELINE), {}).get("tokens_per_s")
+        kv = d.get((p, batch, n, common.KV_BASELINE), {}).get("tokens_per_s")
+        t = row["tokens_per_s"]
+        rows.append([p, str(batch), str(n), common.BACKEND_LABELS.get(backend, backend), fmt(t, 0),
+                     ratio(t, base), ratio(t, kv),
+                     fmt(100 * t / row["limit_dram"], 0, " %") if row.get("limit_dram") else "–",
+                     fmt(100 * t / row["limit_cache"], 0, " %") if row.get("limit_cache") else "–",
+                     fmt(row["bytes_per_call"] / 1e6, 1), str(row["rounds"])])
+    out.append(table(hdr, rows, "lrrlrrrrrrr"))
+    return "\n".join(out)
+
+
+def prefill_section(r: Results) -> str:
+    rows = []
+    peak = r.peak.get("float32")
+    for b in r.by_kind.get("prefill", []):
+        e = b["extra_info"]
+        s = b["stats"]["median"]
+        rows.append([e["preset"], common.BACKEND_LABELS.get(e["backend"], e["backend"]), str(e["tokens"]),
+                     fmt(s * 1e3, 1), fmt(e["tokens"] / s, 0),
+                     fmt(100 * e["flops"] / s / peak, 0, " %") if peak else "–", str(b["stats"]["rounds"])])
+    return "\n".join(["### Prefill: time to first token for a full block (batch 1)", "",
+                      table(["preset", "backend", "prompt tokens", "ms", "tokens/s", "% of fp32 peak", "rounds"],
+                            rows, "llrrrrr")])
+
+
+def train_section(r: Results) -> str:
+    rows = []
+    peak = r.peak.get("float32")
+    trains = r.by_kind.get("train", [])
+    eager = {b["extra_info"]["preset"]: b["extra_info"]["tokens_per_step"] / b["stats"]["median"]
+             for b in trains if b["extra_info"]["variant"] == "eager"}
+    for b in trains:
+        e = b["extra_info"]
+        s = b["stats"]["median"]
+        tok_s = e["tokens_per_step"] / s
+        rows.append([e["preset"], f"`{e['variant']}`: {e['description']}",
+                     f"{e['batch']}×{e['block_size']}", fmt(tok_s, 0), ratio(tok_s, eager.get(e["preset"])),
+                     fmt(100 * e["flops_per_step"] / s / peak, 0, " %") if peak else "–",
+                     fmt(e.get("first_step_s"), 1), str(b["stats"]["rounds"])])
+    device = trains[0]["extra_info"]["device"] if trains else "cpu"
+    return "\n".join([f"### Training step ({device}): forward, backward, clip, AdamW", "",
+                      table(["preset", "variant", "batch×T", "tokens/s", "× eager", "% of fp32 peak (MFU)",
+                             "first step s", "rounds"], rows, "llrrrrrr")])
+
+
+def targets_section(r: Results) -> str:
+    d = r.decode()
+
+    def tok(p, b, n, k):
+        return d.get((p, b, n, k), {}).get("tokens_per_s")
+
+    p, n = "shakespeare", 500
+    rows = []
+
+    def add(what, got, target, fmt_got):
+        ok = "–" if got is None else ("yes" if got >= target else "**no**")
+        rows.append([what, fmt_got(got) if got is not None else "not run", ok])
+
+    x = lambda v: f"{v:.1f}×"  # noqa: E731
+    pct = lambda v: f"{100 * v:.0f} %"  # noqa: E731
+    ort, nc, kv = tok(p, 1, n, "ort-fp32"), tok(p, 1, n, "eager-nocache"), tok(p, 1, n, "eager-kv")
+    add("ORT fp32 ≥ 20× eager no-cache (shakespeare, batch 1, +500)", ort / nc if ort and nc else None, 20, x)
+    add("ORT fp32 ≥ 2× eager KV cache (same)", ort / kv if ort and kv else None, 2, x)
+    row = d.get((p, 1, n, "ort-fp32"), {})
+    add("ORT fp32 ≥ 90 % of the DRAM-bandwidth limit (same)",
+        ort / row["limit_dram"] if ort and row.get("limit_dram") else None, 0.9, pct)
+    add("ORT fp32 ≥ 90 % of the in-cache-bandwidth limit (same)",
+        ort / row["limit_cache"] if ort and row.get("limit_cache") else None, 0.9, pct)
+    i8, f32 = tok("large", 1, n, "ort-int8"), tok("large", 1, n, "ort-fp32")
+    add("ORT int8 ≥ 3× ORT fp32 (large, batch 1, +500)", i8 / f32 if i8 and f32 else None, 3, x)
+    for backend in ("ort-fp32", "ort-int8", "eager-kv"):
+        b8, b1 = tok(p, 8, n, backend), tok(p, 1, n, backend)
+        add(f"batch 8 ≥ 5× batch-1 tokens/s ({common.BACKEND_LABELS[backend]}, shakespeare, +500)",
+            b8 / b1 if b8 and b1 else None, 5, x)
+    for preset in presets_in(r):
+        tr = {b["extra_info"]["variant"]: b["extra_info"]["tokens_per_step"] / b["stats"]["median"]
+              for b in r.by_kind.get("train", []) if b["extra_info"]["preset"] == preset}
+        comp = {k: v for k, v in tr.items() if k.startswith("compile")}
+        if "eager" in tr and comp:
+            best = max(comp, key=comp.get)
+            add(f"best compiled train step ≥ 1.3× eager ({preset}: `{best}`)", comp[best] / tr["eager"], 1.3, x)
+    return "\n".join(["### Targets", "", table(["target", "measured", "met"], rows, "lrl")])
+
+
+def markdown(r: Results) -> str:
+    parts = [f"## Benchmarks: {r.path.name}", "", header(r), "", targets_section(r), "", decode_section(r), "",
+             prefill_section(r), "", train_section(r), "", hardware_section(r), ""]
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ chart
+
+
+def chart(r: Results, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = r.decode()
+    presets = [p for p in presets_in(r) if any(k[0] == p for k in d)]
+    if not presets:
+        return
+    n_max = max(k[2] for k in d)
+    backends = [b for b in common.DECODE_BACKENDS if any(k[3] == b for k in d)]
+    batches = sorted({k[1] for k in d})
+    train = r.by_kind.get("train", [])
+    fig, axes = plt.subplots(len(presets), 2, figsize=(13, 3.6 * len(presets)), squeeze=False,
+                             gridspec_kw={"width_ratios": [2.2, 1]})
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, p in enumerate(presets):
+        ax = axes[i][0]
+        width = 0.8 / len(backends)
+        for j, backend in enumerate(backends):
+            xs = [bi + (j - (len(backends) - 1) / 2) * width for bi in range(len(batches))]
+            ys = [d.get((p, b, n_max, backend), {}).get("tokens_per_s", 0) for b in batches]
+            bars = ax.bar(xs, ys, width, label=common.BACKEND_LABELS[backend], color=colors[j % len(colors)])
+            for bar, y in zip(bars, ys, strict=True):
+                if y:
+                    ax.annotate(f"{y:,.0f}", (bar.get_x() + bar.get_width() / 2, y), ha="center", va="bottom",
+                                fontsize=7, rotation=90, xytext=(0, 2), textcoords="offset points")
+        for bi, b in enumerate(batches):
+            row = d.get((p, b, n_max, "ort-fp32")) or d.get((p, b, n_max, "eager-kv"))
+            for key, style, label in (("limit_dram", "--", "fp32 memory-bound limit (DRAM)"),
+                                      ("limit_cache", ":", "fp32 memory-bound limit (in-cache)")):
+                if row and row.get(key):
+                    ax.hlines(row[key], bi - 0.45, bi + 0.45, colors="k", linestyles=style,
+                              label=label if bi == 0 else None)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+        ax.set_ylabel("tokens/s (log)")
+        ax.set_title(f"{p}: decode, 64-char prompt + {n_max} tokens")
+        ax.grid(axis="y", alpha=0.3, which="both")
+        if i == 0:
+            handles, labels = ax.get_legend_handles_labels()
+        ax = axes[i][1]
+        rows = [b for b in train if b["extra_info"]["preset"] == p]
+        names = [b["extra_info"]["variant"] for b in rows]
+        vals = [b["extra_info"]["tokens_per_step"] / b["stats"]["median"] for b in rows]
+        bars = ax.barh(names, vals, color=[colors[k % len(colors)] for k in range(len(vals))])
+        for bar, v in zip(bars, vals, strict=True):
+            ax.annotate(f"{v:,.0f}", (v, bar.get_y() + bar.get_height() / 2), va="center", fontsize=8,
+                        xytext=(2, 0), textcoords="offset points")
+        ax.invert_yaxis()
+        ax.set_xlabel("training tokens/s")
+        ax.set_title(f"{p}: train step" + (f" (batch {rows[0]['extra_info']['batch']})" if rows else ""))
+        ax.grid(axis="x", alpha=0.3)
+    m, b = r.machine, r.bench
+    fig.suptitle(f"{m.get('cpu_model', '?')}, {b.get('threads', '?')} threads, {r.data.get('datetime', '')[:10]}"
+                 + ("" if b.get("quiet") else " (machine under load: noisy)")
+                 + (" SMOKE RUN" if b.get("smoke") else ""), fontsize=10)
+    fig.tight_layout(rect=(0, 0.09 / len(presets), 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+
+def new_path() -> Path:
+    slug = re.sub(r"\((r|tm)\)", "", common.cpu_model().lower())
+    slug = re.sub(r"[^a-z0-9]+", "-", slug).strip("-") or "cpu"
+    stem = f"{date.today().isoformat()}-{slug}"
+    path, k = RESULTS / f"{stem}.json", 2
+    while path.exists():
+        path, k = RESULTS / f"{stem}-{k}.json", k + 1
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("json", nargs="?", type=Path, help="pytest-benchmark JSON (from --benchmark-json)")
+    p.add_argument("--new-path", action="store_true", help="print an unused bench/results path for today and exit")
+    p.add_argument("--no-chart", action="store_true")
+    args = p.parse_args(argv)
+    if args.new_path:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = new_path()
+        print(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
+        return 0
+    if args.json is None or not args.json.is_file():
+        p.error(f"results JSON {args.json} not found (run `make bench`)")
+    r = Results(args.json)
+    md = markdown(r)
+    print(md)
+    args.json.with_suffix(".md").write_text(md)
+    if not args.no_chart:
+        chart(r, args.json.with_suffix(".png"))
+        print(f"wrote {args.json.with_suffix('.md')} and {args.json.with_suffix('.png')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

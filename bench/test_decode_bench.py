@@ -1,0 +1,86 @@
+"""Decode throughput and prefill latency of every backend on the same (random) weights.
+
+Decode: gpt.generate.generate (the loop `python -m gpt.sample` runs) with temperature 0, a 64-character
+prompt and 256 or 500 new tokens, batch 1 and 8 (`--num-samples 8`); tokens/s = batch x new tokens ÷ the
+median wall time of a whole generation (prefill and the re-prefills past block_size included).
+Each run is preceded by an untimed warm-up run of the same size (for torch.compile: two, the first compiles).
+The no-cache baseline recomputes the whole window per token; its warm-up generates 32 tokens and it gets as
+many rounds as fit the time budget, at least one.
+
+Prefill: the time to first token for a full block_size prompt, batch 1 (decoder.prefill + argmax).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench import common
+from bench.conftest import measure, prompt_ids, timed
+from gpt.generate import Sampler, SamplingParams, generate
+
+
+def greedy() -> Sampler:
+    return Sampler(SamplingParams(temperature=0.0))
+
+
+@pytest.mark.parametrize("backend", common.DECODE_BACKENDS)
+def test_decode(benchmark, preset, backend, batch, new_tokens, artifacts, decoders, bench_sizes, threads):
+    a = artifacts(preset)
+    decoder = decoders(preset, backend)
+    c = a.config
+    prompt = prompt_ids(bench_sizes.prompt_len)
+
+    def run(n: int = new_tokens):
+        return generate(decoder, prompt, n, greedy(), num_samples=batch)
+
+    if backend == common.BASELINE and not bench_sizes.smoke:
+        short = min(32, new_tokens)
+        t_short = timed(lambda: run(short))
+        cost = lambda n: sum(k for _, k in common.decode_calls(len(prompt), n, c.block_size))  # noqa: E731
+        rounds = common.rounds_for(t_short * cost(new_tokens) / cost(short), bench_sizes, min_rounds=1)
+    else:
+        t = timed(run)
+        if backend == "compiled-kv":
+            t = timed(run)
+        rounds = common.rounds_for(t, bench_sizes)
+
+    avg_ctx = common.average_context(len(prompt), new_tokens, c.block_size)
+    weight_bytes = a.weight_bytes(backend)
+    benchmark.group = f"decode {preset} batch {batch} prompt {len(prompt)} + {new_tokens} tokens"
+    benchmark.extra_info.update(
+        kind="decode", preset=preset, backend=backend, batch=batch, prompt_len=len(prompt), new_tokens=new_tokens,
+        threads=threads, block_size=c.block_size, n_layer=c.n_layer, n_embd=c.n_embd, n_head=c.n_head,
+        num_params=a.num_params, weight_bytes=weight_bytes, avg_context=round(avg_ctx, 2),
+        bytes_per_call=common.decode_bytes_per_call(weight_bytes, c.n_layer, c.n_embd, batch, avg_ctx),
+    )
+    out = run()
+    assert out.shape == (batch, new_tokens)
+    median = measure(benchmark, run, rounds)
+    if median:
+        benchmark.extra_info["tokens_per_s"] = round(batch * new_tokens / median, 2)
+
+
+@pytest.mark.parametrize("backend", common.DECODE_BACKENDS)
+def test_prefill(benchmark, preset, backend, artifacts, decoders, bench_sizes, threads):
+    """Time to first token for a full block (batch 1): one forward over block_size tokens, then argmax."""
+    a = artifacts(preset)
+    c = a.config
+    decoder = decoders(preset, backend)
+    ids = np.asarray([prompt_ids(c.block_size)], dtype=np.int64)
+    sampler = greedy()
+
+    def first_token():
+        return sampler(decoder.prefill(ids))
+
+    first_token()
+    t = timed(first_token)
+    rounds = common.rounds_for(t, bench_sizes) if bench_sizes.smoke else max(10, min(100, int(3.0 / t)))
+    benchmark.group = f"prefill {preset} ({c.block_size} tokens, batch 1)"
+    benchmark.extra_info.update(
+        kind="prefill", preset=preset, backend=backend, batch=1, tokens=c.block_size, threads=threads,
+        flops=common.forward_flops(c.n_layer, c.n_embd, c.vocab_size, c.block_size, c.block_size),
+    )
+    median = measure(benchmark, first_token, rounds)
+    if median:
+        benchmark.extra_info["ms"] = round(median * 1e3, 3)

@@ -1,0 +1,68 @@
+"""The hardware limits, measured in the same run as the model benchmarks (same threads).
+
+- Read bandwidth: torch.sum over a float32 array, from L2-sized to DRAM-sized (2 GiB, far past any cache).
+  A decode step reads its weights and KV cache once, so bytes ÷ bandwidth is its floor; the report uses the
+  DRAM figure and the figure at the step's own working set (weights that fit in cache are read faster).
+- Peak matmul FLOP/s: a large torch.mm (fp32, and bf16 where the CPU has AMX / a GPU has tensor cores).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench import common
+from bench.conftest import measure, timed
+
+MIB = 1 << 20
+READ_SIZES_MIB = (1, 4, 16, 64, 256)
+
+
+def read_sizes(s: common.Sizes) -> list[int]:
+    if s.smoke:
+        return [MIB, s.dram_bytes]
+    return [m * MIB for m in READ_SIZES_MIB] + [s.dram_bytes]
+
+
+def pytest_generate_tests(metafunc):
+    if "read_bytes" in metafunc.fixturenames:
+        s = common.sizes(metafunc.config.getoption("--bench-smoke"))
+        sizes = read_sizes(s)
+        metafunc.parametrize("read_bytes", sizes, ids=[f"{b // MIB}MiB" for b in sizes])
+
+
+def test_read_bandwidth(benchmark, threads, bench_sizes, read_bytes):
+    a = torch.ones(read_bytes // 4, dtype=torch.float32)
+    a.sum()  # touch every page
+    one = timed(a.sum)
+    iterations = max(1, int(0.02 / max(one, 1e-9)))  # keep each timed round above ~20 ms
+    rounds = 1 if bench_sizes.smoke else max(10, min(200, int(1.0 / max(one * iterations, 1e-9))))
+    benchmark.group = "hardware: read bandwidth (torch.sum, float32)"
+    benchmark.extra_info.update(kind="read_bandwidth", bytes=read_bytes, threads=threads,
+                                dram=read_bytes >= bench_sizes.dram_bytes)
+    benchmark.pedantic(a.sum, rounds=rounds, iterations=iterations, warmup_rounds=1)
+    if benchmark.enabled and benchmark.stats:
+        benchmark.extra_info["gb_per_s"] = round(read_bytes / benchmark.stats.stats.median / 1e9, 2)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_matmul_peak(benchmark, threads, bench_sizes, dtype):
+    if dtype == "bfloat16" and not torch.cuda.is_available() and not torch.backends.mkldnn.is_available():
+        pytest.skip("no bf16 matmul kernel")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    n = bench_sizes.matmul_n
+    a, b = (torch.randn(n, n, device=device).to(getattr(torch, dtype)) for _ in range(2))
+
+    def mm():
+        torch.mm(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    mm()
+    rounds = common.rounds_for(timed(mm), bench_sizes)
+    benchmark.group = f"hardware: peak matmul ({n}x{n} torch.mm, {device})"
+    benchmark.extra_info.update(kind="matmul_peak", dtype=dtype, n=n, flops=2 * n**3, threads=threads,
+                                device=device)
+    median = measure(benchmark, mm, rounds)
+    if median:
+        benchmark.extra_info["gflop_per_s"] = round(2 * n**3 / median / 1e9, 1)

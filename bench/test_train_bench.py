@@ -1,0 +1,78 @@
+"""Training step tokens/s: eager vs torch.compile settings, on the device this runs on.
+
+One step = what gpt.train does per iteration: forward + loss, backward, clip_grad_norm_(1.0), AdamW step,
+zero_grad; the preset's dropout, fp32 (bf16 autocast only in the *-bf16 variants). Batch per preset:
+common.TRAIN_BATCH (shakespeare: 8 x 256 tokens). Each variant builds the same model from the same seed,
+takes three untimed steps (compile), then as many timed steps as fit the time budget; median reported.
+Variants (--bench-train-variants; `all` for every one): see bench.common.TRAIN_VARIANTS.
+On CUDA, bench/test_attention_bench.py times the compiled step per attention backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from bench import common
+from bench.conftest import measure, model_config, timed
+
+
+def make_step(preset: str, variant: str, device: str):
+    from gpt.model import GPT
+
+    cfg = model_config(preset)
+    batch = common.TRAIN_BATCH.get(preset, 8)
+    torch.manual_seed(0)
+    model = GPT(cfg).to(device).train()
+    opt = torch.optim.AdamW(model.optimizer_groups(0.1), lr=1e-4, betas=(0.9, 0.99),
+                            fused=device == "cuda" or None)
+    run = model
+    if variant.startswith("compile"):
+        mode = "max-autotune-no-cudagraphs" if variant == "compile-maxat" else None
+        run = torch.compile(model, mode=mode)
+    dtype = torch.bfloat16 if variant.endswith("bf16") else None
+    amp = torch.autocast(device, dtype=dtype) if dtype else contextlib.nullcontext()
+    g = torch.Generator().manual_seed(0)
+    x, y = (torch.randint(0, cfg.vocab_size, (batch, cfg.block_size), generator=g).to(device) for _ in range(2))
+
+    def clip_and_step():
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    if variant == "compile-step":
+        clip_and_step = torch.compile(clip_and_step)
+
+    def step():
+        with amp:
+            _, loss = run(x, y)
+        loss.backward()
+        clip_and_step()
+        opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return step, cfg, batch
+
+
+def test_train_step(benchmark, preset, train_variant, bench_sizes, threads):
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    step, cfg, batch = make_step(preset, train_variant, device)
+    compile_s = timed(step)
+    step()
+    t = timed(step)
+    rounds = common.rounds_for(t, bench_sizes)
+    tokens = batch * cfg.block_size
+    benchmark.group = f"train step {preset} (batch {batch} x {cfg.block_size} tokens, {device})"
+    benchmark.extra_info.update(
+        kind="train", preset=preset, variant=train_variant, description=common.TRAIN_VARIANTS[train_variant],
+        device=device, batch=batch, block_size=cfg.block_size, tokens_per_step=tokens, threads=threads,
+        first_step_s=round(compile_s, 2), dropout=cfg.dropout,
+        flops_per_step=common.train_flops(cfg.n_layer, cfg.n_embd, cfg.vocab_size, tokens, cfg.block_size),
+    )
+    median = measure(benchmark, step, rounds)
+    if median:
+        benchmark.extra_info["tokens_per_s"] = round(tokens / median, 1)
