@@ -19,6 +19,7 @@ Several GPUs or nodes: `torchrun --nproc_per_node=N -m gpt.train ... --gradient_
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import math
@@ -252,13 +253,14 @@ def plot_losses(log_path: Path, png_path: Path) -> None:
 
 
 class StopRequest:
-    """SIGINT/SIGTERM: finish the current step, save, exit 0. A second signal aborts at once.
+    """SIGINT/SIGTERM: finish the current step, save, exit 0. A second signal (2 s or more later) aborts at once.
 
     A context manager: the previous handlers come back on exit (so in-process callers keep their Ctrl-C).
     """
 
     def __init__(self):
         self.signal: str | None = None
+        self.first = 0.0
         self.previous: dict = {}
 
     def __enter__(self) -> StopRequest:
@@ -272,8 +274,10 @@ class StopRequest:
 
     def _handle(self, signum, frame) -> None:
         if self.signal:
-            raise KeyboardInterrupt
-        self.signal = signal.Signals(signum).name
+            if time.monotonic() - self.first > 2.0:  # not the same Ctrl-C relayed by torchrun to its workers
+                raise KeyboardInterrupt
+            return
+        self.signal, self.first = signal.Signals(signum).name, time.monotonic()
 
 
 def rng_state(sampler: BatchSampler, device: torch.device) -> dict:
@@ -330,6 +334,21 @@ def load_state(path: Path, model: GPT, optimizer, model_cfg: ModelConfig, device
     return state
 
 
+def changes(state: dict, t: TrainConfig, seed: int, data_sha256: str) -> list[str]:
+    """What differs between the run that saved `state` and this one (a resume is exact only without changes)."""
+    notes = []
+    if state.get("data_sha256", data_sha256) != data_sha256:
+        notes.append("the training text differs from the one train_state.pt was trained on")
+    if state.get("seed", seed) != seed:
+        notes.append(f"--seed {seed} differs from the saved run's {state['seed']}")
+    if "train_config" in state:
+        saved, now = json.loads(state["train_config"]), asdict(t)
+        changed = [f"{k} {saved[k]} -> {now[k]}" for k in now if k in saved and saved[k] != now[k]]
+        if changed:
+            notes.append("resuming with changed settings: " + ", ".join(changed))
+    return notes
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     preset = get_preset(args.preset)
@@ -372,6 +391,7 @@ def train(args, train_cfg: TrainConfig, mc: dict, dist: Dist, device: torch.devi
     tokenizer = CharTokenizer.from_text(text)
     model_cfg = ModelConfig(**{**mc, "vocab_size": tokenizer.vocab_size})
     ids = np.array(tokenizer.encode(text), dtype=np.uint16 if tokenizer.vocab_size < 65536 else np.int64)
+    data_sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
     train_data, val_data = split(ids)
     block = model_cfg.block_size
 
@@ -397,6 +417,8 @@ def train(args, train_cfg: TrainConfig, mc: dict, dist: Dist, device: torch.devi
     if args.resume:
         state = load_state(out_dir / STATE, model, optimizer, model_cfg, device)
         start_iter, best_val = int(state["iter"]), float(state["best_val"])
+        for note in changes(state, train_cfg, args.seed, data_sha256):
+            say(f"note: {note}")
         if state["world_size"] == dist.world:
             set_rng_state(state["ranks"][dist.rank], train_sampler, device)
         else:
@@ -439,7 +461,7 @@ def train(args, train_cfg: TrainConfig, mc: dict, dist: Dist, device: torch.devi
             "version": STATE_VERSION, "iter": it, "best_val": best_val, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "model_config": model_cfg.to_dict(),
             "train_config": json.dumps(asdict(train_cfg)), "seed": args.seed, "world_size": dist.world,
-            "ranks": ranks,
+            "data_sha256": data_sha256, "ranks": ranks,
         }
         buf = io.BytesIO()
         torch.save(state, buf)
@@ -477,7 +499,7 @@ def train(args, train_cfg: TrainConfig, mc: dict, dist: Dist, device: torch.devi
         lr = lr_at(it, train_cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        finite = torch.ones((), dtype=torch.bool, device=device)
+        losses = []
         for micro in range(micro_steps):
             x, y = (torch.from_numpy(a).to(device, non_blocking=True) for a in train_sampler.next())
             sync = run.no_sync() if dist.enabled and micro < micro_steps - 1 else nullcontext()
@@ -486,11 +508,12 @@ def train(args, train_cfg: TrainConfig, mc: dict, dist: Dist, device: torch.devi
                     _, loss = run(x, y)
                 if it == nan_at:
                     loss = loss * float("nan")
-                finite &= torch.isfinite(loss.detach())
+                losses.append(loss.detach())
                 (loss / micro_steps).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        if not (finite.item() and torch.isfinite(grad_norm).item()):  # grads are all-reduced: every rank agrees
-            what = f"loss became {loss.item()}" if not finite.item() else f"gradient norm became {grad_norm.item()}"
+        if not torch.isfinite(torch.stack([*losses, grad_norm.to(losses[0])])).all().item():  # one sync per step
+            bad = [v.item() for v in losses if not math.isfinite(v.item())]  # (grads are all-reduced: ranks agree)
+            what = f"loss became {bad[0]}" if bad else f"gradient norm became {grad_norm.item()}"
             raise GPTError(f"{what} at iteration {it}: training stopped; the last good checkpoint in {out_dir} is "
                            "kept (try a lower --learning_rate)")
         optimizer.step()

@@ -213,3 +213,15 @@ def test_two_process_ddp_on_cpu_trains_and_only_rank_0_writes(tmp_path, periodic
     assert s["world_size"] == 2 and len(s["ranks"]) == 2
     assert s["ranks"][0]["sampler"] != s["ranks"][1]["sampler"]  # each rank draws its own batches
     load_checkpoint(tmp_path)
+
+
+def test_signal_handlers_are_restored_after_training():
+    from gpt.train import StopRequest
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with StopRequest() as stop:
+        assert signal.getsignal(signal.SIGINT) != before[0]
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # the same Ctrl-C relayed (within 2 s): not an abort
+        assert stop.signal == "SIGINT"
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
