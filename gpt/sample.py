@@ -49,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 <= args.max_new_tokens <= MAX_NEW_TOKENS:  # checked before the model loads
         raise GPTError(f"--max-new-tokens must be in [0, {MAX_NEW_TOKENS:,}], got {args.max_new_tokens}")
     if not 1 <= args.num_samples <= MAX_NUM_SAMPLES:
-        raise GPTError(f"--num-samples must be in [1, {MAX_NUM_SAMPLES}], got {args.num_samples}")
+        raise GPTError(f"--num-samples must be in [1, {MAX_NUM_SAMPLES}], got {args.num_samples}; "
+                       "for more, run again with another --seed")
     if args.threads is not None and args.threads < 1:
         raise GPTError(f"--threads must be >= 1, got {args.threads}")
     decoder = open_decoder(args.backend, args.onnx or args.ckpt, threads=args.threads, device=args.device,
