@@ -188,9 +188,17 @@ def train_section(r: Results) -> str:
                      fmt(100 * e["flops_per_step"] / s / peak, 0, " %") if peak else "–",
                      fmt(e.get("first_step_s"), 1), str(b["stats"]["rounds"])])
     device = trains[0]["extra_info"]["device"] if trains else "cpu"
+    notes = []
+    for b in trains:
+        e = b["extra_info"]
+        if e.get("extern_fraction"):
+            notes.append(f"- {e['preset']}: {100 * e['extern_fraction']:.0f} % of the eager step's ATen op time is "
+                         "matmuls + SDPA, which torch.compile leaves to the same ATen kernels on CPU (its C++ GEMM "
+                         "template needs frozen weights): compiling can win at most "
+                         f"{1 / e['extern_fraction']:.2f}× (Amdahl), even if everything else became free.")
     return "\n".join([f"### Training step ({device}): forward, backward, clip, AdamW", "",
                       table(["preset", "variant", "batch×T", "tokens/s", "× eager", "% of fp32 peak (MFU)",
-                             "first step s", "rounds"], rows, "llrrrrrr")])
+                             "first step s", "rounds"], rows, "llrrrrrr"), "", *notes])
 
 
 def targets_section(r: Results) -> str:

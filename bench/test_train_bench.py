@@ -4,7 +4,9 @@ One step = what gpt.train does per iteration: forward + loss, backward, clip_gra
 zero_grad; the preset's dropout, fp32 (bf16 autocast only in the *-bf16 variants). Batch per preset:
 common.TRAIN_BATCH (shakespeare: 8 x 256 tokens). Each variant builds the same model from the same seed,
 takes three untimed steps (compile), then as many timed steps as fit the time budget; median reported.
-Variants (--bench-train-variants; `all` for every one): see bench.common.TRAIN_VARIANTS.
+Variants (--bench-train-variants; `all` for every one): see bench.common.TRAIN_VARIANTS. The eager variant
+also profiles two steps: extern_fraction = the share of ATen op time in matmuls and SDPA, which torch.compile
+does not change on CPU in training, so 1 / extern_fraction bounds its speed-up.
 On CUDA, bench/test_attention_bench.py times the compiled step per attention backend.
 """
 
@@ -30,7 +32,8 @@ def make_step(preset: str, variant: str, device: str):
     run = model
     if variant.startswith("compile"):
         mode = "max-autotune-no-cudagraphs" if variant == "compile-maxat" else None
-        run = torch.compile(model, mode=mode)
+        options = {"fallback_random": True} if variant == "compile-fbrand" else None
+        run = torch.compile(model, mode=mode, options=options)
     dtype = torch.bfloat16 if variant.endswith("bf16") else None
     amp = torch.autocast(device, dtype=dtype) if dtype else contextlib.nullcontext()
     g = torch.Generator().manual_seed(0)
@@ -76,3 +79,17 @@ def test_train_step(benchmark, preset, train_variant, bench_sizes, threads):
     median = measure(benchmark, step, rounds)
     if median:
         benchmark.extra_info["tokens_per_s"] = round(tokens / median, 1)
+    if train_variant == "eager" and device == "cpu":
+        benchmark.extra_info["extern_fraction"] = round(extern_fraction(step), 3)
+
+
+def extern_fraction(step, steps: int = 2) -> float:
+    """Share of an eager step's op time spent in matmuls and SDPA: the part torch.compile hands back to ATen."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if e.key in common.EXTERN_OPS) / max(total, 1e-9)
