@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=Path("data"), help="where gpt.data put Tiny Shakespeare")
     p.add_argument("--attention", choices=BACKENDS, default=None,
                    help="attention backend (default: sdpa; triton on CPU runs in the Triton interpreter)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                   help="run the model under torch.compile (default: on)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the model under torch.compile (default: on with CUDA; off on CPU, where "
+                        "`make bench` measures compiled training steps no faster than eager ones)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
                    help="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU)")
@@ -436,6 +437,8 @@ def train(args, train_cfg: TrainConfig, mc: dict, dist: Dist, device: torch.devi
         say(f"resuming from iteration {start_iter} (best val loss so far {best_val:.4f})")
     elif master:
         atomic_write_text(log_path, "")
+    if args.compile is None:
+        args.compile = device.type == "cuda"
     eval_model = torch.compile(model) if args.compile else model
     run = eval_model
     if dist.enabled:
