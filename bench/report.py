@@ -42,8 +42,12 @@ class Results:
                        for b in by_kind.get("read_bandwidth", []))
         self.bw_curve = curve  # (bytes, bytes/s), ascending size
         self.dram_bw = curve[-1][1] if curve else None
-        self.peak = {b["extra_info"]["dtype"]: b["extra_info"]["flops"] / b["stats"]["median"]
-                     for b in by_kind.get("matmul_peak", [])}
+        self.peaks = {(b["extra_info"].get("device", "cpu"), b["extra_info"]["dtype"]):
+                      (b["extra_info"]["n"], b["extra_info"]["flops"] / b["stats"]["median"])
+                      for b in by_kind.get("matmul_peak", [])}
+
+    def peak(self, dtype: str = "float32", device: str = "cpu") -> float | None:
+        return self.peaks.get((device, dtype), (None, None))[1]
 
     def bandwidth_at(self, nbytes: float) -> float | None:
         """Read bandwidth for a working set of `nbytes`, log-log interpolated on the measured curve."""
@@ -105,13 +109,15 @@ def header(r: Results) -> str:
     when = r.data.get("datetime", "")[:16].replace("T", " ")
     load = b.get("loadavg_start"), b.get("loadavg_end")
     quiet = b.get("quiet")
+    max_load = max([x["extra_info"].get("loadavg_1m", 0) for x in r.rows] or [0])
     state = ("quiet" if quiet else "UNDER LOAD (other processes were running: timings are noisy)")
     pk = m.get("packages", {})
     lines = [
         f"Run {when} UTC, commit {b.get('commit', '?')[:10]}{' (dirty)' if b.get('dirty') else ''}; "
         f"CPU: {m.get('cpu_model', '?')}, {m.get('logical_cpus', '?')} logical CPUs, "
         f"**{b.get('threads', '?')} threads** for every backend; machine {state}"
-        + (f" (1-min load {load[0][0]:.2f} before, {load[1][0]:.2f} at the end)" if all(load) else "") + ".",
+        + (f" (1-min load {load[0][0]:.2f} before, {load[1][0]:.2f} at the end, at most {max_load:.2f} after a "
+           "benchmark)" if all(load) else "") + ".",
         f"torch {pk.get('torch', '?')}, onnxruntime {pk.get('onnxruntime', '?')}, numpy {pk.get('numpy', '?')}, "
         f"Python {m.get('python_version', '?')}. Random-initialised weights (speed does not depend on them); "
         "medians over the rounds shown.",
@@ -126,10 +132,9 @@ def hardware_section(r: Results) -> str:
             for n, bw in r.bw_curve]
     out = ["### Hardware limits (measured in this run)", "",
            table(["read (torch.sum, float32)", "GB/s"], rows)]
-    if r.peak:
+    if r.peaks:
         out += ["", table(["peak matmul (torch.mm)", "GFLOP/s"],
-                          [[f"{k} {b['extra_info']['n']}²", fmt(v / 1e9, 0)] for k, v in r.peak.items()
-                           for b in r.by_kind["matmul_peak"] if b["extra_info"]["dtype"] == k])]
+                          [[f"{dev} {dtype} {n}×{n}", fmt(v / 1e9, 0)] for (dev, dtype), (n, v) in r.peaks.items()])]
     return "\n".join(out)
 
 
@@ -161,7 +166,7 @@ def decode_section(r: Results) -> str:
 
 def prefill_section(r: Results) -> str:
     rows = []
-    peak = r.peak.get("float32")
+    peak = r.peak()
     for b in r.by_kind.get("prefill", []):
         e = b["extra_info"]
         s = b["stats"]["median"]
@@ -175,8 +180,8 @@ def prefill_section(r: Results) -> str:
 
 def train_section(r: Results) -> str:
     rows = []
-    peak = r.peak.get("float32")
     trains = r.by_kind.get("train", [])
+    peak = r.peak("float32", trains[0]["extra_info"]["device"] if trains else "cpu")
     eager = {b["extra_info"]["preset"]: b["extra_info"]["tokens_per_step"] / b["stats"]["median"]
              for b in trains if b["extra_info"]["variant"] == "eager"}
     for b in trains:
