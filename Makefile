@@ -44,6 +44,7 @@ demo: train sample onnx sample-onnx
 test: data
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest bench -q --bench-smoke --benchmark-disable -p no:cacheprovider
 	$(MAKE) --no-print-directory test-base
 
 $(BASE_VENV)/.installed: pyproject.toml
