@@ -73,7 +73,7 @@ class Sizes:
 def sizes(smoke: bool) -> Sizes:
     if smoke:
         return Sizes(True, 16, (24,), BATCHES, 0.0, 1, 1, 64 << 20, 256)
-    return Sizes(False, PROMPT_LEN, NEW_TOKENS, BATCHES, 3.0, 3, 15, DRAM_BYTES, MATMUL_N)
+    return Sizes(False, PROMPT_LEN, NEW_TOKENS, BATCHES, 2.0, 3, 15, DRAM_BYTES, MATMUL_N)
 
 
 def cpu_model() -> str:

@@ -44,7 +44,10 @@ def pytest_addoption(parser):
     g.addoption("--bench-threads", type=int, default=int(os.environ.get("BENCH_THREADS", "0")) or None,
                 help="threads for every backend (env BENCH_THREADS; default: physical cores)")
     g.addoption("--bench-budget", type=float, default=float(os.environ.get("BENCH_BUDGET_S", "0")) or None,
-                help="timed seconds to aim for per benchmark (env BENCH_BUDGET_S; default 3)")
+                help="timed seconds to aim for per benchmark (env BENCH_BUDGET_S; default 2)")
+    g.addoption("--bench-full-baseline", action="store_true", default=common.env_flag("BENCH_FULL_BASELINE"),
+                help="run the no-cache baseline at batch > 1 for every length, not just the shortest "
+                     "(env BENCH_FULL_BASELINE=1; +1-2 minutes)")
     g.addoption("--bench-train-variants",
                 default=os.environ.get("BENCH_TRAIN_VARIANTS", ",".join(common.DEFAULT_TRAIN_VARIANTS)),
                 help="comma-separated training variants, or 'all' (env BENCH_TRAIN_VARIANTS; "
@@ -101,10 +104,18 @@ def pytest_generate_tests(metafunc):
 SMOKE_DESELECT = ("compiled-kv", "batch8"), ("compile-",)
 
 
+def deselected(config, item) -> bool:
+    params = getattr(item, "callspec", None)
+    params = params.params if params else {}
+    if config.getoption("--bench-smoke"):
+        return any(all(part in item.name for part in rule) for rule in SMOKE_DESELECT)
+    if params.get("backend") == common.BASELINE and params.get("batch", 1) > 1 and "new_tokens" in params:
+        return not config.getoption("--bench-full-baseline") and params["new_tokens"] != min(common.NEW_TOKENS)
+    return False
+
+
 def pytest_collection_modifyitems(config, items):
-    if not config.getoption("--bench-smoke"):
-        return
-    drop = [it for it in items if any(all(part in it.name for part in rule) for rule in SMOKE_DESELECT)]
+    drop = [it for it in items if deselected(config, it)]
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = [it for it in items if it not in drop]
@@ -236,6 +247,12 @@ def measure(benchmark, fn: Callable[[], object], rounds: int) -> float | None:
     benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
     benchmark.extra_info["loadavg_1m"] = round(os.getloadavg()[0], 2)
     return benchmark.stats.stats.median if benchmark.enabled and benchmark.stats else None
+
+
+def run_timed(fn: Callable[[], object]) -> tuple[object, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
 
 
 def timed(fn: Callable[[], object]) -> float:
