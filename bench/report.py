@@ -268,7 +268,8 @@ def markdown(r: Results) -> str:
 # ------------------------------------------------------------------------------------------------ chart
 
 
-def chart(r: Results, png: Path) -> None:
+def chart(r: Results, png: Path) -> bool:
+    """The decode (and training) bar chart; False when the results hold no decode figures."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -277,7 +278,7 @@ def chart(r: Results, png: Path) -> None:
     d = r.decode()
     presets = [p for p in presets_in(r) if any(k[0] == p for k in d)]
     if not presets:
-        return
+        return False
     n_max = max(k[2] for k in d)
     backends = [b for b in common.DECODE_BACKENDS if any(k[3] == b for k in d)]
     batches = sorted({k[1] for k in d})
@@ -290,7 +291,8 @@ def chart(r: Results, png: Path) -> None:
         width = 0.8 / len(backends)
         for j, backend in enumerate(backends):
             xs = [bi + (j - (len(backends) - 1) / 2) * width for bi in range(len(batches))]
-            ys = [d.get((p, b, n_max, backend), {}).get("tokens_per_s", 0) for b in batches]
+            ys = [(baseline(d, p, b, n_max)[0] if backend == common.BASELINE
+                   else d.get((p, b, n_max, backend), {}).get("tokens_per_s")) or 0 for b in batches]
             bars = ax.bar(xs, ys, width, label=common.BACKEND_LABELS[backend], color=colors[j % len(colors)])
             for bar, y in zip(bars, ys, strict=True):
                 if y:
@@ -330,6 +332,7 @@ def chart(r: Results, png: Path) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.savefig(png, dpi=110)
     plt.close(fig)
+    return True
 
 
 # -------------------------------------------------------------------------------------------------- CLI
@@ -363,9 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     md = markdown(r)
     print(md)
     args.json.with_suffix(".md").write_text(md)
-    if not args.no_chart:
-        chart(r, args.json.with_suffix(".png"))
-        print(f"wrote {args.json.with_suffix('.md')} and {args.json.with_suffix('.png')}", file=sys.stderr)
+    written = [args.json.with_suffix(".md")]
+    if not args.no_chart and chart(r, args.json.with_suffix(".png")):
+        written.append(args.json.with_suffix(".png"))
+    print(f"wrote {' and '.join(map(str, written))}", file=sys.stderr)
     return 0
 
 
