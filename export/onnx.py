@@ -271,6 +271,8 @@ def val_tokens(tokenizer: CharTokenizer, data: Path | None, data_dir: Path) -> n
 
 def onnx_loss(path: Path, data: np.ndarray, block: int, batch_size: int = 16, threads: int | None = None) -> float:
     """Mean next-token loss over `data` in non-overlapping block_size windows (as gpt.train.full_loss)."""
+    from gpt.data import eval_windows
+
     decoder = OrtDecoder.from_file(path, threads=threads)
 
     def nll(x: np.ndarray, y: np.ndarray) -> float:
@@ -279,17 +281,10 @@ def onnx_loss(path: Path, data: np.ndarray, block: int, batch_size: int = 16, th
         logz = np.log(np.exp(logits - m).sum(-1)) + m[..., 0]
         return float((logz - np.take_along_axis(logits, y[..., None], -1)[..., 0]).sum())
 
-    n = (len(data) - 1) // block
-    starts = np.arange(n) * block
     total, count = 0.0, 0
-    for b in range(0, n, batch_size):
-        s = starts[b:b + batch_size, None] + np.arange(block)
-        total += nll(data[s], data[s + 1])
-        count += s.size
-    rest = len(data) - 1 - n * block
-    if rest > 0:
-        total += nll(data[None, n * block:-1], data[None, n * block + 1:])
-        count += rest
+    for x, y in eval_windows(data, block, batch_size):
+        total += nll(x, y)
+        count += y.size
     return total / count
 
 

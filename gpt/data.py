@@ -97,6 +97,18 @@ def split(ids: np.ndarray, train_fraction: float = 0.9) -> tuple[np.ndarray, np.
     return ids[:n], ids[n:]
 
 
+def eval_windows(data: np.ndarray, block_size: int, batch_size: int):
+    """The whole split as (x, y) int64 batches of non-overlapping block_size windows, the tail as a last,
+    shorter window: every next-token prediction of the split exactly once (for full-pass val losses)."""
+    n = (len(data) - 1) // block_size
+    starts = np.arange(n) * block_size
+    for b in range(0, n, batch_size):
+        s = starts[b:b + batch_size, None] + np.arange(block_size)
+        yield data[s].astype(np.int64), data[s + 1].astype(np.int64)
+    if len(data) - 1 > n * block_size:
+        yield data[None, n * block_size:-1].astype(np.int64), data[None, n * block_size + 1:].astype(np.int64)
+
+
 class BatchSampler:
     """Random windows of `block_size + 1` tokens; the numpy RNG state is the sampler's position."""
 

@@ -39,7 +39,7 @@ import torch
 from gpt.attention import BACKENDS
 from gpt.checkpoint import load_checkpoint, recover, save_checkpoint
 from gpt.config import PRESETS, ModelConfig, TrainConfig, get_preset
-from gpt.data import BatchSampler, load_shakespeare, load_text, split
+from gpt.data import BatchSampler, eval_windows, load_shakespeare, load_text, split
 from gpt.errors import ArgumentParser, GPTError, run_cli
 from gpt.fsutil import (
     atomic_write_bytes,
@@ -192,22 +192,10 @@ def estimate_loss(model, splits: dict[str, np.ndarray], t: TrainConfig, block: i
 def full_loss(model: GPT, data: np.ndarray, block: int, device, batch_size: int = 64) -> float:
     """Mean next-token loss over the whole split in non-overlapping block_size windows."""
     model.eval()
-    n = (len(data) - 1) // block
-    starts = np.arange(n) * block
     total, count = 0.0, 0
-    for b in range(0, n, batch_size):
-        s = starts[b:b + batch_size, None] + np.arange(block)
-        x = torch.from_numpy(data[s].astype(np.int64)).to(device)
-        y = torch.from_numpy(data[s + 1].astype(np.int64)).to(device)
-        loss = model(x, y)[1].item()
-        total += loss * y.numel()
-        count += y.numel()
-    rest = len(data) - 1 - n * block
-    if rest > 0:
-        x = torch.from_numpy(data[n * block:-1].astype(np.int64))[None].to(device)
-        y = torch.from_numpy(data[n * block + 1:].astype(np.int64))[None].to(device)
-        total += model(x, y)[1].item() * rest
-        count += rest
+    for x, y in eval_windows(data, block, batch_size):
+        total += model(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))[1].item() * y.size
+        count += y.size
     return total / count
 
 

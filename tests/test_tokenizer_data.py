@@ -82,3 +82,14 @@ def test_data_cli_wrong_checksum_is_one_line(tmp_path):
     r = run_module("gpt.data", "--source", str(src), "--data-dir", str(tmp_path / "d"))
     assert r.returncode != 0
     assert r.stderr.strip().startswith("error: checksum mismatch") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_eval_windows_cover_every_prediction_once():
+    from gpt.data import eval_windows
+
+    data = np.arange(23)
+    batches = list(eval_windows(data, block_size=5, batch_size=2))
+    xs = np.concatenate([x.ravel() for x, _ in batches])
+    ys = np.concatenate([y.ravel() for _, y in batches])
+    np.testing.assert_array_equal(xs, np.arange(22))
+    np.testing.assert_array_equal(ys, np.arange(1, 23))
