@@ -161,6 +161,11 @@ def setup_distributed(device_name: str) -> tuple[Dist, torch.device]:
     return d, device
 
 
+def grad_scaler(dtype: torch.dtype, device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 autocast on CUDA (small fp16 gradients underflow to 0); a no-op otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16 and device.type == "cuda")
+
+
 def lr_at(it: int, t: TrainConfig) -> float:
     """Linear warmup, then cosine decay to min_lr at lr_decay_iters (a function of the config, not the run)."""
     if it < t.warmup_iters:
@@ -389,6 +394,7 @@ def train(args, train_cfg: TrainConfig, mc: dict, dist: Dist, device: torch.devi
         say("note: --attention triton on CPU runs in the Triton interpreter (TRITON_INTERPRET=1): slow, for tests")
     dtype = DTYPES.get(args.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32)
     amp = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    scaler = grad_scaler(dtype, device)
 
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     model = GPT(model_cfg, attention=attention).to(device)
@@ -406,6 +412,8 @@ def train(args, train_cfg: TrainConfig, mc: dict, dist: Dist, device: torch.devi
     if args.resume:
         state = load_state(out_dir / STATE, model, optimizer, model_cfg, device)
         start_iter, best_val = int(state["iter"]), float(state["best_val"])
+        if scaler.is_enabled() and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         for note in changes(state, train_cfg, args.seed, data_sha256):
             say(f"note: {note}")
         if state["world_size"] == dist.world:
@@ -452,7 +460,7 @@ def train(args, train_cfg: TrainConfig, mc: dict, dist: Dist, device: torch.devi
             "version": STATE_VERSION, "iter": it, "best_val": best_val, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "model_config": model_cfg.to_dict(),
             "train_config": json.dumps(asdict(train_cfg)), "seed": args.seed, "world_size": dist.world,
-            "data_sha256": data_sha256, "ranks": ranks,
+            "data_sha256": data_sha256, "ranks": ranks, "scaler": scaler.state_dict(),  # {} when disabled
         }
         buf = io.BytesIO()
         torch.save(state, buf)
@@ -500,14 +508,18 @@ def train(args, train_cfg: TrainConfig, mc: dict, dist: Dist, device: torch.devi
                 if it == nan_at:
                     loss = loss * float("nan")
                 losses.append(loss.detach())
-                (loss / micro_steps).backward()
+                scaler.scale(loss / micro_steps).backward()
+        scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        if not torch.isfinite(torch.stack([*losses, grad_norm.to(losses[0])])).all().item():  # one sync per step
+        # with loss scaling, inf/NaN gradients are expected now and then: scaler.step skips that step
+        checked = losses if scaler.is_enabled() else [*losses, grad_norm.to(losses[0])]
+        if not torch.isfinite(torch.stack(checked)).all().item():  # one sync per step
             bad = [v.item() for v in losses if not math.isfinite(v.item())]  # (grads are all-reduced: ranks agree)
             what = f"loss became {bad[0]}" if bad else f"gradient norm became {grad_norm.item()}"
             raise GPTError(f"{what} at iteration {it}: training stopped; the last good checkpoint in {out_dir} is "
                            "kept (try a lower --learning_rate)")
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         if (it + 1) % train_cfg.log_interval == 0 and master:
             now = time.perf_counter()
