@@ -1,15 +1,36 @@
 """Key/value caches. The attention layer only calls `update(layer, k, v) -> (all_k, all_v)`, so one
-model forward serves training (no cache), prefill (empty cache) and decode (non-empty cache)."""
+model forward serves training (no cache), prefill (empty cache) and decode (non-empty cache).
+
+A cache with `attends = True` (the ONNX export's, in `export/graph.py`) instead takes the layer's packed
+q/k/v and returns the attention output itself: there one ONNX op reads and writes the cache, and the model
+keeps its one forward.
+"""
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import torch
 
 from gpt.errors import GPTError
 
 
+class Cache(Protocol):
+    attends: bool
+
+    def past_length(self) -> int | torch.SymInt: ...
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def attend(self, layer: int, qkv: torch.Tensor) -> torch.Tensor: ...
+
+    def advance(self, n: int) -> None: ...
+
+
 class KVCache:
     """Static, preallocated cache in the style of gpt-fast: [n_layer, B, H, max_len, D] keys and values."""
+
+    attends = False
 
     def __init__(self, n_layer: int, batch_size: int, n_head: int, max_len: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
@@ -39,6 +60,8 @@ class KVCache:
 
 class ConcatKVCache:
     """Functional cache for export: past tensors in, `present` (past + new) out, as Hugging Face does."""
+
+    attends = False
 
     def __init__(self, past: list[tuple[torch.Tensor, torch.Tensor]]):
         self.past = past

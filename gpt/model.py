@@ -15,9 +15,7 @@ import torch.nn.functional as F
 from gpt.attention import BACKENDS, causal_attention
 from gpt.config import ModelConfig
 from gpt.errors import GPTError
-from gpt.kv_cache import ConcatKVCache, KVCache
-
-Cache = KVCache | ConcatKVCache
+from gpt.kv_cache import Cache, KVCache
 
 
 class CausalSelfAttention(nn.Module):
@@ -31,8 +29,10 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-                   for t in self.c_attn(x).split(self.n_embd, dim=2))
+        qkv = self.c_attn(x)
+        if cache is not None and cache.attends:  # an ONNX attention op that owns the cache (export only)
+            return self.resid_dropout(self.c_proj(cache.attend(self.layer, qkv)))
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in qkv.split(self.n_embd, dim=2))
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
         y = causal_attention(q, k, v, self.backend, has_past=cache is not None)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gpt.errors import GPTError
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-genai")
 
 
 def open_decoder(backend: str, path: Path, *, threads: int | None = None, device: str = "cpu",
@@ -19,9 +19,13 @@ def open_decoder(backend: str, path: Path, *, threads: int | None = None, device
     means its `model.onnx`)."""
     path = Path(path)
     if backend == "onnxruntime":
-        from gpt.decoders.ort_decoder import OrtDecoder
+        from gpt.decoders.ort_decoder import open_onnx
 
-        return OrtDecoder.from_file(path / "model.onnx" if path.is_dir() else path, threads=threads)
+        return open_onnx(path / "model.onnx" if path.is_dir() else path, threads=threads)
+    if backend == "onnxruntime-genai":
+        from gpt.decoders.genai_decoder import GenaiDecoder
+
+        return GenaiDecoder(path / "model.onnx" if path.is_dir() else path, threads=threads)
     if backend == "torch":
         from gpt.decoders.torch_decoder import TorchDecoder
 

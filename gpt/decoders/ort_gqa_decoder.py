@@ -1,0 +1,87 @@
+"""onnxruntime decoder for the `gqa` layout: an in-place KV cache through IO binding. Torch-free.
+
+Per batch size, once: one [B, H, block_size, D] OrtValue per layer and key/value, bound as BOTH the layer's
+past input and its present output, so GroupQueryAttention writes each step's keys/values into it in place;
+the token ids and the step's logits are numpy arrays wrapped (not copied) as OrtValues and bound once. Per
+step only the token ids are written into their array and `attention_mask` (a view of a ones buffer, whose
+length tells the op the sequence length) is re-bound: nothing is allocated or copied that grows with the
+context, and every decode step has the same input shapes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from gpt.decoders.ort_session import check_ids, check_signature
+from gpt.errors import GPTError
+from gpt.onnx_format import OnnxMeta, input_names, output_names
+
+
+class OrtGQADecoder:
+    """`prefill(ids [B, T]) -> logits [B, V]` and `step(ids [B, 1]) -> logits [B, V]`, cache in place."""
+
+    def __init__(self, session: ort.InferenceSession, meta: OnnxMeta, path: Path | str = "<model>"):
+        if meta.layout != "gqa":
+            raise GPTError(f"{path} has the {meta.layout} layout; open it with gpt.decoders.open_onnx")
+        self.session, self.meta, self.path = session, meta, Path(path)
+        self.vocab, self.block_size, self.val_loss = meta.vocab, meta.block_size, meta.val_loss
+        self.past_names = input_names(meta.n_layer, "gqa")[2:]
+        self.present_names = output_names(meta.n_layer)[1:]
+        check_signature(session, meta, self.path, input_names(meta.n_layer, "gqa"), output_names(meta.n_layer))
+        self.batch = 0
+        self.length = 0
+
+    def _allocate(self, batch: int) -> None:
+        m = self.meta
+        shape = (batch, m.n_head, m.block_size, m.head_dim)
+        self.io = self.session.io_binding()
+        self.step_logits = np.zeros((batch, 1, len(m.vocab)), dtype=np.float32)
+        self.io.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.step_logits))  # output 0
+        self.cache = [ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32) for _ in self.past_names]
+        for past, present, buffer in zip(self.past_names, self.present_names, self.cache, strict=True):
+            self.io.bind_ortvalue_input(past, buffer)
+            self.io.bind_ortvalue_output(present, buffer)
+        self.step_ids = np.zeros((batch, 1), dtype=np.int64)
+        self.step_ids_value = ort.OrtValue.ortvalue_from_numpy(self.step_ids)
+        self.ones = np.ones(batch * m.block_size, dtype=np.int64)
+        self.batch, self.length, self.stepping = batch, 0, False
+
+    def _run(self, total: int) -> None:
+        self.io.bind_cpu_input("attention_mask", self.ones[:self.batch * total].reshape(self.batch, total))
+        try:
+            self.session.run_with_iobinding(self.io)
+        except Exception as e:
+            raise GPTError(f"onnxruntime failed on {self.path}: {' '.join(str(e).split())[:300]}") from None
+        self.length = total
+
+    def logits(self, ids: np.ndarray) -> np.ndarray:
+        """A fresh prefill: logits for every position [B, T, V]; the cache then holds these T positions."""
+        ids = check_ids(ids, len(self.vocab), self.block_size)
+        if ids.shape[0] != self.batch:
+            self._allocate(ids.shape[0])
+        self.io.bind_cpu_input("input_ids", ids)
+        self.io.bind_output("logits", "cpu")  # [B, T, V]: onnxruntime allocates it
+        self.stepping = False
+        self._run(ids.shape[1])
+        return self.io.get_outputs()[0].numpy()
+
+    def prefill(self, ids: np.ndarray) -> np.ndarray:
+        return self.logits(ids)[:, -1]
+
+    def step(self, ids: np.ndarray) -> np.ndarray:
+        if self.length == 0:
+            raise GPTError("step() before prefill(): the decoder holds no KV cache")
+        if ids.shape != self.step_ids.shape:
+            raise GPTError(f"step() takes token ids of shape {self.step_ids.shape}, got {ids.shape}")
+        if self.length + 1 > self.block_size:
+            raise GPTError(f"sequence of {self.length + 1} tokens exceeds block_size {self.block_size}")
+        if not self.stepping:  # bind the step's fixed-shape buffers again after a prefill
+            self.io.bind_ortvalue_input("input_ids", self.step_ids_value)
+            self.io.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.step_logits))
+            self.stepping = True
+        self.step_ids[...] = ids
+        self._run(self.length + 1)
+        return self.step_logits[:, 0].copy()
