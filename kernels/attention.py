@@ -245,9 +245,41 @@ def _bwd_dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, sm_scale, sqb, sqh, sqt, skb, sk
 
 
 # ------------------------------------------------------------------------------------ launch configuration
-def _cuda_configs() -> list[triton.Config]:
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-            for m, n in ((64, 32), (64, 64), (128, 32), (128, 64)) for w in (4, 8) for s in (2, 3)]
+def _configs(tiles: list[tuple[int, int, int]]) -> list[triton.Config]:
+    """(BLOCK_M, BLOCK_N, num_warps) tiles, each with 2 and 3 pipeline stages."""
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w in tiles for s in (2, 3)]
+
+
+_TILES = ((32, 32), (64, 32), (64, 64), (128, 32), (128, 64))
+CANDIDATE_CONFIGS = _configs([(m, n, w) for m, n in _TILES for w in (4, 8)])
+# The candidates each kernel keeps: compiled for sm_90 by `python -m kernels.aot` (bench/results/kernel-aot.md), these
+# spill no registers at head dims 32-128, except fp32 at d=128. fp32 uses exact FMA dots, which hold far more
+# registers than tensor-core dots: small tiles only, and at d=128 even 32x32 spills (no candidate is spill-free).
+_KEPT = {
+    "half": {"forward": [(m, n, w) for m, n in ((64, 32), (64, 64), (128, 32), (128, 64)) for w in (4, 8)
+                         if (m, n, w) != (128, 64, 4)],  # 128x64 on 4 warps spills at d=128
+             "dkdv": [(64, 32, 8), (128, 32, 8)],  # holds K, V, dK, dV: 128x64 spills even at d=64
+             "dq": [(64, 32, 4), (64, 64, 4), (128, 32, 8), (128, 64, 8)]},
+    "fp32": {"forward": [(32, 32, 8), (64, 32, 8)], "dkdv": [(32, 32, 8)], "dq": [(32, 32, 8), (64, 32, 8)]},
+}
+PRE_BLOCK = 64  # rows per program of the backward preprocess on CUDA (one fixed config)
+
+
+def cuda_configs(kernel: str, dtype: str) -> list[triton.Config]:
+    """The autotune candidates kept for kernel ("forward", "dkdv", "dq") and input dtype ("fp16", "bf16", "fp32")."""
+    return _configs(_KEPT["fp32" if dtype == "fp32" else "half"][kernel])
+
+
+def _prune(kernel: str):
+    """early_config_prune for one kernel's autotuner: the kept candidates for the inputs' dtype."""
+    names = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+
+    def prune(configs: list[triton.Config], named_args: dict, **meta) -> list[triton.Config]:
+        kept = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
+                for c in cuda_configs(kernel, names[named_args["Q"].dtype])}
+        return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in kept]
+
+    return prune
 
 
 _KEY = ["TQ_BUCKET", "HEAD_D", "PREC"]  # bucketed Tq: a growing KV cache must not re-tune every step
@@ -255,8 +287,9 @@ if INTERPRETED:
     _FWD, _DKDV, _DQ = _fwd_kernel, _bwd_dkdv_kernel, _bwd_dq_kernel
     _FIXED = {"BLOCK_M": CPU_BLOCK, "BLOCK_N": CPU_BLOCK}
 else:
-    _FWD, _DKDV, _DQ = (triton.autotune(_cuda_configs(), key=_KEY)(k)
-                        for k in (_fwd_kernel, _bwd_dkdv_kernel, _bwd_dq_kernel))
+    _FWD, _DKDV, _DQ = (
+        triton.autotune(CANDIDATE_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune(name)})(kernel)
+        for name, kernel in (("forward", _fwd_kernel), ("dkdv", _bwd_dkdv_kernel), ("dq", _bwd_dq_kernel)))
     _FIXED = {}
 
 
@@ -315,7 +348,7 @@ def flash_attn_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     dq, dk, dv = q.new_empty(B, H, TQ, D), k.new_empty(B, H, TK, D), v.new_empty(B, H, TK, D)
     strides = (*_s3(q), *_s3(k), *_s3(v), *_s3(do))
     with torch.cuda.device(q.device) if q.is_cuda else nullcontext():
-        pre = 64 if q.is_cuda else CPU_BLOCK
+        pre = PRE_BLOCK if q.is_cuda else CPU_BLOCK
         _bwd_preprocess[(triton.cdiv(TQ, pre), B * H)](o, do, delta, *_s3(o), *_s3(do), H, TQ, HEAD_D=D,
                                                         BLOCK_D=meta["BLOCK_D"], BLOCK_M=pre)
         _DKDV[lambda m: (triton.cdiv(TK, m["BLOCK_N"]), B * H)](q, k, v, do, dk, dv, lse, delta, scale, *strides,
