@@ -15,15 +15,20 @@ from pathlib import Path
 
 # --------------------------------------------------------------------------------------------- backends
 
-DECODE_BACKENDS = ("eager-nocache", "eager-kv", "compiled-kv", "ort-fp32", "ort-int8", "ort-int4")
+DECODE_BACKENDS = ("eager-nocache", "eager-kv", "compiled-kv", "ort-onnx-fp32", "ort-fp32", "ort-int8", "ort-int4",
+                   "genai-fp32", "genai-loop")
 BACKEND_LABELS = {
     "eager-nocache": "PyTorch eager, no cache (nanoGPT)",
     "eager-kv": "PyTorch eager, KV cache",
     "compiled-kv": "torch.compile, KV cache",
-    "ort-fp32": "onnxruntime fp32",
-    "ort-int8": "onnxruntime int8 (dynamic quantization)",
-    "ort-int4": "onnxruntime int4 (MatMulNBits, weight-only)",
+    "ort-onnx-fp32": "onnxruntime fp32, portable layout (opset-23 Attention, concat cache)",
+    "ort-fp32": "onnxruntime fp32 (gqa layout, in-place cache)",
+    "ort-int8": "onnxruntime int8 (gqa, `--quantize int8`)",
+    "ort-int4": "onnxruntime int4 (gqa, MatMulNBits 4-bit, int8 compute)",
+    "genai-fp32": "onnxruntime-genai engine, our loop (same fp32 file)",
+    "genai-loop": "onnxruntime-genai's own C++ loop (same fp32 file)",
 }
+BATCH1_ONLY = ("genai-fp32", "genai-loop")  # onnxruntime-genai appends tokens to a batch only through its search
 BASELINE = "eager-nocache"
 KV_BASELINE = "eager-kv"
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -23,12 +22,9 @@ from pathlib import Path
 import pytest
 
 from bench import common
+from bench.models import Artifacts, open_backend
 
 ROOT = Path(__file__).resolve().parents[1]
-# Tiny Shakespeare's 65 characters: the vocabulary the presets are sized for.
-VOCAB = list("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-ONNX_KINDS = ("fp32", "int8", "int4")
-PROMPT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak."
 
 
 # ---------------------------------------------------------------------------------------------- options
@@ -76,7 +72,7 @@ def train_variants(config) -> list[str]:
 
 
 def thread_count(config) -> int:
-    from gpt.decoders.ort_decoder import default_threads
+    from gpt.decoders.ort_session import default_threads
 
     return config.getoption("--bench-threads") or default_threads()
 
@@ -107,9 +103,14 @@ SMOKE_DESELECT = ("compiled-kv", "batch8"), ("compile-",)
 def deselected(config, item) -> bool:
     params = getattr(item, "callspec", None)
     params = params.params if params else {}
+    backend = params.get("backend")
+    if backend in common.BATCH1_ONLY and params.get("batch", 1) > 1:
+        return True
+    if backend == "genai-loop" and "new_tokens" not in params:
+        return True  # its loop has no prefill-only call
     if config.getoption("--bench-smoke"):
         return any(all(part in item.name for part in rule) for rule in SMOKE_DESELECT)
-    if params.get("backend") == common.BASELINE and params.get("batch", 1) > 1 and "new_tokens" in params:
+    if backend == common.BASELINE and params.get("batch", 1) > 1 and "new_tokens" in params:
         return not config.getoption("--bench-full-baseline") and params["new_tokens"] != min(common.NEW_TOKENS)
     return False
 
@@ -138,69 +139,6 @@ def threads(pytestconfig) -> int:
     return n
 
 
-def model_config(preset: str):
-    from gpt.config import ModelConfig, get_preset
-
-    if preset == common.SMOKE_PRESET:
-        return ModelConfig(vocab_size=len(VOCAB), block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
-    cfg = get_preset(preset).model
-    cfg.vocab_size = len(VOCAB)
-    return cfg
-
-
-class Artifacts:
-    """A random-initialised checkpoint of the preset, its fp32 ONNX export (export.onnx's defaults: one ONNX
-    Attention op per layer) and its int8 / int4 quantizations."""
-
-    def __init__(self, preset: str, root: Path):
-        import torch
-
-        from export.onnx import add_metadata, export_proto, quantize, serialize
-        from gpt.checkpoint import save_checkpoint
-        from gpt.fsutil import atomic_write_bytes
-        from gpt.model import GPT
-        from gpt.tokenizer import CharTokenizer
-
-        self.preset, self.dir = preset, root
-        self.config = model_config(preset)
-        torch.manual_seed(0)
-        model = GPT(self.config).eval()
-        tokenizer = CharTokenizer(VOCAB)
-        save_checkpoint(root, model, tokenizer, note="random weights for benchmarks")
-        self.onnx = {kind: root / ("model.onnx" if kind == "fp32" else f"model.{kind}.onnx") for kind in ONNX_KINDS}
-        start = time.perf_counter()
-        proto = export_proto(model)
-        add_metadata(proto, tokenizer, model, None)
-        atomic_write_bytes(self.onnx["fp32"], serialize(proto))
-        del proto
-        for kind in ONNX_KINDS[1:]:
-            quantize(self.onnx["fp32"], self.onnx[kind], kind)
-        self.export_s = time.perf_counter() - start
-        self.num_params = model.num_params()
-        # Bytes a decode step reads: every weight except the position table (one row per token); the token
-        # table counts once, as the (tied) vocabulary head reads all of it.
-        self.torch_weight_bytes = 4 * (self.num_params - model.wpe.weight.numel())
-        self.onnx_weight_bytes = {k: onnx_weight_bytes(p) for k, p in self.onnx.items()}
-
-    def weight_bytes(self, backend: str) -> int:
-        if backend.startswith("ort-"):
-            return self.onnx_weight_bytes[backend.removeprefix("ort-")]
-        return self.torch_weight_bytes
-
-
-def onnx_weight_bytes(path: Path) -> int:
-    """Initializer bytes read by a forward pass: all of them, except tables only ever Gather-ed (one row)."""
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load(str(path)).graph
-    consumers: dict[str, set[str]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, set()).add(node.op_type)
-    return sum(numpy_helper.to_array(t).nbytes for t in graph.initializer if consumers.get(t.name) != {"Gather"})
-
-
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory, threads) -> Callable[[str], Artifacts]:
     built: dict[str, Artifacts] = {}
@@ -219,46 +157,11 @@ def decoders(artifacts, threads):
     built: dict[tuple[str, str], object] = {}
 
     def get(preset: str, backend: str):
-        key = (preset, backend)
-        if key not in built:
-            a = artifacts(preset)
-            if backend.startswith("ort-"):
-                from gpt.decoders.ort_decoder import OrtDecoder
-
-                built[key] = OrtDecoder.from_file(a.onnx[backend.removeprefix("ort-")], threads=threads)
-            else:
-                from gpt.decoders.torch_decoder import TorchDecoder
-
-                built[key] = TorchDecoder.from_checkpoint(a.dir, use_cache=backend != "eager-nocache",
-                                                          compile=backend == "compiled-kv", threads=threads,
-                                                          attention="sdpa")
-        return built[key]
+        if (preset, backend) not in built:
+            built[preset, backend] = open_backend(artifacts(preset), backend, threads)
+        return built[preset, backend]
 
     return get
-
-
-def prompt_ids(n: int) -> list[int]:
-    stoi = {c: i for i, c in enumerate(VOCAB)}
-    return [stoi[c] for c in (PROMPT * (n // len(PROMPT) + 1))[:n]]
-
-
-def measure(benchmark, fn: Callable[[], object], rounds: int) -> float | None:
-    """Time `fn` for `rounds` rounds (warm-up is the caller's); the median in seconds, None when disabled."""
-    benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
-    benchmark.extra_info["loadavg_1m"] = round(os.getloadavg()[0], 2)
-    return benchmark.stats.stats.median if benchmark.enabled and benchmark.stats else None
-
-
-def run_timed(fn: Callable[[], object]) -> tuple[object, float]:
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 # ------------------------------------------------------------------------------------------ machine info

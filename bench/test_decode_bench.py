@@ -9,6 +9,9 @@ warm-up generates 32 tokens, it gets as many rounds as fit the time budget, at l
 it runs only the shortest length unless --bench-full-baseline (the report then divides the longer runs by
 it, marked †: its tokens/s barely depends on the length once the window slides).
 
+`genai-loop` is onnxruntime-genai's own C++ loop (its greedy search) on the same file, batch 1, with our window
+policy applied from outside (bench.models.GenaiLoop); `genai-fp32` is its engine behind our decoder interface.
+
 Prefill: the time to first token for a full block_size prompt, batch 1 (decoder.prefill + argmax).
 """
 
@@ -18,7 +21,8 @@ import numpy as np
 import pytest
 
 from bench import common
-from bench.conftest import measure, prompt_ids, run_timed, timed
+from bench.models import prompt_ids
+from bench.timing import measure, run_timed, timed
 from gpt.generate import Sampler, SamplingParams, generate
 
 
@@ -34,6 +38,8 @@ def test_decode(benchmark, preset, backend, batch, new_tokens, artifacts, decode
     prompt = prompt_ids(bench_sizes.prompt_len)
 
     def run(n: int = new_tokens):
+        if backend == "genai-loop":
+            return decoder.generate(prompt, n)
         return generate(decoder, prompt, n, greedy(), num_samples=batch)
 
     if backend == common.BASELINE and not bench_sizes.smoke:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench import common
-from bench.conftest import measure, timed
+from bench.timing import measure, timed
 
 MIB = 1 << 20
 READ_SIZES_MIB = (1, 4, 16, 64, 256)

@@ -17,7 +17,8 @@ import contextlib
 import torch
 
 from bench import common
-from bench.conftest import measure, model_config, timed
+from bench.models import model_config
+from bench.timing import measure, timed
 
 
 def make_step(preset: str, variant: str, device: str):

@@ -111,18 +111,15 @@ class ExportWrapper(nn.Module):
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """torch.onnx.export is chatty (warnings, progress prints, missing-torchvision notes): keep stage lines clean."""
-    loggers = [logging.getLogger(n) for n in ("", "torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
+    """torch.onnx.export and the quantizers are chatty (warnings, INFO logs, progress prints): keep stage lines
+    clean."""
+    logging.disable(logging.WARNING)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+        logging.disable(logging.NOTSET)
 
 
 def check_opset(attention: str, opset: int) -> None:

@@ -75,8 +75,8 @@ def parse_metadata(props: dict[str, str], path: Path) -> OnnxMeta:
                        f"{FORMAT_VERSION}; re-export it with this version's `python -m export.onnx`")
     missing = [k for k in METADATA_KEYS if k not in props]
     if missing:
-        raise GPTError(f"{path} lacks metadata {', '.join(missing)}: it was not written by this version of "
-                       f"export.onnx; {EXPORT_HINT} (or `--attention onnx` for the portable layout)")
+        raise GPTError(f"{path} lacks metadata {', '.join(missing)}: it was not written by export.onnx (or by "
+                       f"an older version); {EXPORT_HINT} (`--attention onnx` for the portable layout)")
     if props["layout"] not in LAYOUTS:
         raise GPTError(f"{path} has an unknown layout {props['layout']!r} (this sampler reads "
                        f"{', '.join(LAYOUTS)}); re-export it with `python -m export.onnx --attention onnx`")

@@ -1,11 +1,12 @@
 """onnxruntime-genai decoder: the same gqa file, run by onnxruntime-genai's C++ generator.
 
 Behind our `prefill`/`step` interface, so the one sampler and the one window policy of `gpt.generate` apply
-and greedy text equals the other backends'. A prefill appends the window to a (rewound) generator; a step
-hands it our chosen token as one-hot logits, which its greedy search picks and appends, then reads the next
-logits. What differs from `--backend onnxruntime`: a `genai_config.json` must sit beside the file
-(`python -m export.onnx --genai`), and the sampling is ours, not onnxruntime-genai's own (its top-k/top-p
-would draw from a different random stream). Needs `pip install onnxruntime-genai`; never imports torch.
+and greedy text equals the other backends'. A prefill appends the window to a (rewound) generator, a step
+appends our chosen token; both then read the logits. What differs from `--backend onnxruntime`: a
+`genai_config.json` must sit beside the file (`python -m export.onnx --genai`); the sampling is ours, not
+onnxruntime-genai's (its top-k/top-p would draw from another random stream); and batch 1 only: for a batch,
+onnxruntime-genai appends tokens only through its own search, which ends a row at an end-of-text token that
+a character model does not have. Needs `pip install onnxruntime-genai`; never imports torch.
 """
 
 from __future__ import annotations
@@ -37,14 +38,17 @@ class GenaiDecoder:
             "intra_op_num_threads": threads or default_threads()}}}}))
         self.og, self.model = og, og.Model(config)
         self.vocab, self.block_size, self.val_loss = meta.vocab, meta.block_size, meta.val_loss
-        self.generator, self.batch, self.length = None, 0, 0
+        self.generator, self.length = None, 0
 
     def prefill(self, ids: np.ndarray) -> np.ndarray:
         ids = check_ids(ids, len(self.vocab), self.block_size)
-        if ids.shape[0] != self.batch:
+        if ids.shape[0] != 1:
+            raise GPTError(f"--backend onnxruntime-genai decodes one sample at a time (asked for {ids.shape[0]}); "
+                           "use --backend onnxruntime for batches")
+        if self.generator is None:
             params = self.og.GeneratorParams(self.model)
-            params.set_search_options(max_length=self.block_size, batch_size=ids.shape[0])
-            self.generator, self.batch = self.og.Generator(self.model, params), ids.shape[0]
+            params.set_search_options(max_length=self.block_size)
+            self.generator = self.og.Generator(self.model, params)
         else:
             self.generator.rewind_to(0)
         self.generator.append_tokens(ids.astype(np.int32))
@@ -56,9 +60,6 @@ class GenaiDecoder:
             raise GPTError("step() before prefill(): the decoder holds no KV cache")
         if self.length + 1 > self.block_size:
             raise GPTError(f"sequence of {self.length + 1} tokens exceeds block_size {self.block_size}")
-        onehot = np.full((self.batch, len(self.vocab)), -np.inf, dtype=np.float32)
-        np.put_along_axis(onehot, np.asarray(ids).reshape(self.batch, 1), 0.0, axis=1)
-        self.generator.set_logits(onehot)
-        self.generator.generate_next_token()  # greedy: appends our token and runs the model on it
+        self.generator.append_tokens(np.asarray(ids, dtype=np.int32).reshape(1, 1))
         self.length += 1
         return self.generator.get_logits()[:, -1]
