@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[train,export,dev]'
+	$(PY) -m pip install -q -e '.[train,export,dev,genai]'
 	touch $@
 
 data: install
@@ -61,12 +61,16 @@ test-base: data $(BASE_VENV)/.installed
 	rm -rf build
 	$(PY) -m gpt.train --out-dir $(BASE_CHECK) $(TINY_TRAIN) > /dev/null
 	$(PY) -m export.onnx --ckpt $(BASE_CHECK)
+	$(PY) -m export.onnx --ckpt $(BASE_CHECK) --attention onnx --out $(BASE_CHECK)/portable.onnx
 	cd $(BASE_VENV) && bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)" \
 		|| { echo "test-base: torch is importable in the base venv"; exit 1; }
-	cd $(BASE_VENV) && bin/python -m gpt.sample --backend onnxruntime --onnx check/model.onnx --prompt "ROMEO:" \
-		--max-new-tokens 100 --stats > check/sample.txt
-	grep -q '^ROMEO:' $(BASE_CHECK)/sample.txt && test $$(wc -c < $(BASE_CHECK)/sample.txt) -gt 100
-	@echo "test-base: the base install (numpy + onnxruntime, no torch) sampled from an ONNX file"
+	for f in model portable; do \
+		(cd $(BASE_VENV) && bin/python -m gpt.sample --backend onnxruntime --onnx check/$$f.onnx --prompt "ROMEO:" \
+			--max-new-tokens 100 --temperature 0 --stats > check/$$f.txt) || exit 1; \
+		grep -q '^ROMEO:' $(BASE_CHECK)/$$f.txt && test $$(wc -c < $(BASE_CHECK)/$$f.txt) -gt 100 || exit 1; \
+	done
+	cmp $(BASE_CHECK)/model.txt $(BASE_CHECK)/portable.txt
+	@echo "test-base: the base install (numpy + onnxruntime, no torch) sampled the same text from both layouts"
 
 # `make bench`: bench/results/<date>-<cpu>.json (pytest-benchmark; `pytest-benchmark compare` reads it), then the
 # Markdown table (.md, also printed) and bar chart (.png) beside it. BENCH_ARGS adds options, e.g.

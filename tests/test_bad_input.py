@@ -94,8 +94,8 @@ CASES = [
     case("truncated ONNX file", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{truncated_onnx}",
          expect="is not a loadable ONNX model (truncated or not ONNX?)"),
     case("ONNX without our metadata", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{foreign_onnx}",
-         expect="lacks metadata vocab, block_size, n_layer, n_head, n_embd, val_loss, format_version: it was not "
-                "written by export.onnx"),
+         expect="lacks metadata vocab, block_size, n_layer, n_head, n_embd, val_loss, layout, format_version: it was "
+                "not written by export.onnx"),
     # ---- gpt.data
     case("data source with the wrong checksum", "gpt.data", "--source", "{text}", "--data-dir", "{fresh}",
          expect="checksum mismatch for {text}: sha256 "),
