@@ -23,7 +23,7 @@ BACKEND_LABELS = {
     "compiled-kv": "torch.compile, KV cache",
     "ort-onnx-fp32": "onnxruntime fp32, portable layout (opset-23 Attention, concat cache)",
     "ort-fp32": "onnxruntime fp32 (gqa layout, in-place cache)",
-    "ort-int8": "onnxruntime int8 (gqa, `--quantize int8`)",
+    "ort-int8": "onnxruntime int8 (gqa, dynamic int8)",
     "ort-int4": "onnxruntime int4 (gqa, MatMulNBits 4-bit, int8 compute)",
     "genai-fp32": "onnxruntime-genai engine, our loop (same fp32 file)",
     "genai-loop": "onnxruntime-genai's own C++ loop (same fp32 file)",

@@ -49,6 +49,8 @@ class SamplingParams:
 
 def filter_logits(logits: np.ndarray, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
     """Set to -inf every logit outside the top-k and outside the smallest set whose probability >= top_p."""
+    if top_k == 0 and top_p >= 1.0:
+        return logits
     logits = np.array(logits, dtype=np.float64)
     V = logits.shape[-1]
     if 0 < top_k < V:
