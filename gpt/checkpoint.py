@@ -101,6 +101,10 @@ def read_manifest(ckpt_dir: Path) -> dict:
     missing = [k for k in ("model", "vocab", "weights_sha256") if k not in manifest]
     if missing:
         raise GPTError(f"{path} is missing field(s): {', '.join(missing)}")
+    version = manifest.get("format_version", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        raise GPTError(f"{path} has format_version {version!r}; this version reads {FORMAT_VERSION}: "
+                       f"use the gpt version that wrote it, or {TRAIN_HINT}")
     if not isinstance(manifest["model"], dict):
         raise GPTError(f"{path}: field 'model' must be an object of model settings")
     vocab = manifest["vocab"]

@@ -82,6 +82,8 @@ CASES = [
          expect="config.json: model field 'n_layer' has the wrong type or value: 'two'"),
     case("config.json shapes disagree with the weights", "gpt.sample", "--ckpt", "{wide_config}",
          expect="weights disagree with config.json at h.0.attn.c_attn.bias: file has (96,), config expects (192,)"),
+    case("config.json of a newer format", "gpt.sample", "--ckpt", "{future_format}",
+         expect="config.json has format_version 99; this version reads 1"),
     case("config.json vocab_size disagrees with its vocab", "gpt.sample", "--ckpt", "{vocab_size_off}",
          expect="characters, vocab_size says 99"),
     # ---- gpt.sample --backend onnxruntime: the ONNX file
@@ -186,6 +188,7 @@ def paths(tmp_path_factory, tiny_ckpt, periodic_text_file) -> dict[str, str]:
     broken("string_n_layer", lambda d: edit_config(d, lambda m: m["model"].update(n_layer="two")))
     broken("wide_config", lambda d: edit_config(d, lambda m: m["model"].update(n_embd=64)))
     broken("vocab_size_off", lambda d: edit_config(d, lambda m: m["model"].update(vocab_size=99)))
+    broken("future_format", lambda d: edit_config(d, lambda m: m.update(format_version=99)))
     broken("corrupt_state", lambda d: (d / "train_state.pt").write_bytes(b"PK\x03\x04 not a zip at all"))
     broken("evil_state", lambda d: torch.save({"iter": 1, "hook": os.system}, d / "train_state.pt"))  # never called
 

@@ -36,10 +36,9 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.intra_op_num_threads = threads or default_threads()
     so.inter_op_num_threads = 1
-    # Idle threads sleep instead of spinning: a batch-1 decode step is ~100 small ops, and spinning workers
-    # made 2 threads 2-4x slower than 1 on a busy 2-core machine (with spinning off, 2 threads ~= 1 there).
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    # Worker threads spin between ops (onnxruntime's and onnxruntime-genai's default): a decode step is ~70
+    # small ops, and waking sleeping workers for each cost 1.7x on `cpu` and 1.2x on `shakespeare` (2-core AMD
+    # EPYC, quiet). On a busy machine spinning workers fight other work: `--threads 1` has none.
     so.log_severity_level = 3  # errors only: no warnings about unused initializers on stderr
     return so
 
