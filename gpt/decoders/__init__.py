@@ -18,14 +18,15 @@ def open_decoder(backend: str, path: Path, *, threads: int | None = None, device
     """A decoder for `path`: a checkpoint directory (torch) or an .onnx file (onnxruntime; a directory
     means its `model.onnx`)."""
     path = Path(path)
+    onnx_file = path / "model.onnx" if path.is_dir() else path
     if backend == "onnxruntime":
         from gpt.decoders.ort_decoder import open_onnx
 
-        return open_onnx(path / "model.onnx" if path.is_dir() else path, threads=threads)
+        return open_onnx(onnx_file, threads=threads)
     if backend == "onnxruntime-genai":
         from gpt.decoders.genai_decoder import GenaiDecoder
 
-        return GenaiDecoder(path / "model.onnx" if path.is_dir() else path, threads=threads)
+        return GenaiDecoder(onnx_file, threads=threads)
     if backend == "torch":
         from gpt.decoders.torch_decoder import TorchDecoder
 

@@ -30,7 +30,10 @@ class GenaiDecoder:
             raise GPTError("--backend onnxruntime-genai needs `pip install onnxruntime-genai`") from None
         path = Path(path)
         _, meta = open_session(path, threads=1)  # validates the file and reads its metadata
-        if meta.layout != "gqa" or not path.with_name(CONFIG).is_file():
+        if meta.layout != "gqa":
+            raise GPTError(f"{path} has the {meta.layout} layout; onnxruntime-genai needs a gqa file exported "
+                           f"with `python -m export.onnx --genai`")
+        if not path.with_name(CONFIG).is_file():
             raise GPTError(f"{path.with_name(CONFIG)} is missing: onnxruntime-genai needs a gqa file exported "
                            f"with `python -m export.onnx --genai`")
         config = og.Config(str(path.parent))
