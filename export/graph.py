@@ -67,8 +67,8 @@ class GQACache:
         self.seqlens_k = (attention_mask.sum(1) - 1).to(torch.int32)
         self.total_length = torch.full((), self.total, dtype=torch.int32)
 
-    def past_length(self):
-        return self.total - self.seq_len
+    def reserve(self, n: int) -> torch.Tensor:
+        return torch.arange(self.total - n, self.total)
 
     def attend(self, layer: int, qkv: torch.Tensor) -> torch.Tensor:
         pk, pv = self.buffers[layer]
@@ -79,9 +79,6 @@ class GQACache:
             dtypes=[qkv.dtype] * 3, shapes=[(*qkv.shape[:2], self.n_embd), pk.shape, pv.shape], version=1)
         self.present[layer] = (k, v)
         return y
-
-    def advance(self, n: int) -> None:
-        """Lengths come from attention_mask."""
 
 
 class ExportWrapper(nn.Module):

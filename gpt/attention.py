@@ -24,10 +24,12 @@ def offset_causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
     return j <= i
 
 
-def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The reference: explicit scores, masked softmax, weighted sum."""
+def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The reference: explicit scores, masked softmax, weighted sum (offset causal mask unless one is given)."""
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))
-    mask = offset_causal_mask(q.size(-2), k.size(-2), q.device)
+    if mask is None:
+        mask = offset_causal_mask(q.size(-2), k.size(-2), q.device)
     scores = scores.masked_fill(~mask, float("-inf"))
     return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
 
@@ -41,8 +43,16 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, has_past: 
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str,
-                     has_past: bool = False) -> torch.Tensor:
-    """q: [B, H, Tq, D]; k, v: [B, H, Tk, D] with Tk >= Tq. Returns [B, H, Tq, D]."""
+                     has_past: bool = False, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """q: [B, H, Tq, D]; k, v: [B, H, Tk, D] with Tk >= Tq. Returns [B, H, Tq, D].
+
+    `mask` ([Tq, Tk] bool, True = visible) comes from a static cache whose buffer is longer than the keys
+    written so far; without one, query i sees keys j <= i + Tk - Tq.
+    """
+    if mask is not None and backend != "triton":
+        if backend == "naive":
+            return naive_attention(q, k, v, mask)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     if backend == "sdpa":
         return sdpa_attention(q, k, v, has_past)
     if backend == "naive":
@@ -50,5 +60,8 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend:
     if backend == "triton":
         from kernels.attention import flash_attention
 
+        if mask is not None:  # a static cache's rows are a causal prefix: the kernel takes just that prefix
+            end = int(mask[-1].sum())
+            k, v = k[:, :, :end], v[:, :, :end]
         return flash_attention(q, k, v)
     raise GPTError(f"unknown attention backend {backend!r}; choose one of: {', '.join(BACKENDS)}")

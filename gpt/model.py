@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from gpt.attention import BACKENDS, causal_attention
 from gpt.config import ModelConfig
 from gpt.errors import GPTError
-from gpt.kv_cache import Cache, KVCache
+from gpt.kv_cache import Cache, KVCache, check_length
 
 
 class CausalSelfAttention(nn.Module):
@@ -27,15 +27,17 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.backend = "sdpa"
 
-    def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: Cache | None = None,
+                input_pos: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
         qkv = self.c_attn(x)
         if cache is not None and cache.attends:  # an ONNX attention op that owns the cache (export only)
             return self.resid_dropout(self.c_proj(cache.attend(self.layer, qkv)))
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in qkv.split(self.n_embd, dim=2))
+        mask = None
         if cache is not None:
-            k, v = cache.update(self.layer, k, v)
-        y = causal_attention(q, k, v, self.backend, has_past=cache is not None)
+            k, v, mask = cache.update(self.layer, k, v, input_pos)
+        y = causal_attention(q, k, v, self.backend, has_past=cache is not None, mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -60,8 +62,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache)
+    def forward(self, x: torch.Tensor, cache: Cache | None = None,
+                input_pos: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, input_pos)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -100,27 +103,28 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+    def new_cache(self, batch_size: int) -> KVCache:
         c = self.config
         p = self.wte.weight
-        return KVCache(c.n_layer, batch_size, c.n_head, max_len or c.block_size, c.head_dim, p.dtype, p.device)
+        return KVCache(c.n_layer, batch_size, c.n_head, c.block_size, c.head_dim, p.dtype, p.device)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: Cache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: Cache | None = None,
+                input_pos: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits for every position [B, T, V] (and the loss when targets are given).
 
-        With a cache, `idx` holds only the new tokens; their positions start at the cache's past length.
+        With a cache, `idx` holds only the new tokens, at positions `input_pos` ([T] tensor); left out, the
+        cache reserves the next T positions itself. A compiled decode step reserves them outside the graph
+        and passes them in, so no Python number of the cache enters (and re-specialises) the graph.
         """
         T = idx.size(1)
-        start = cache.past_length() if cache is not None else 0
-        if isinstance(start, int) and isinstance(T, int) and start + T > self.config.block_size:
-            raise GPTError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
+        if cache is None:
+            check_length(T, self.config.block_size)
+            input_pos = torch.arange(T, device=idx.device)
+        elif input_pos is None:
+            input_pos = cache.reserve(T)
+        x = self.drop(self.wte(idx) + self.wpe(input_pos))
         for block in self.h:
-            x = block(x, cache)
-        if cache is not None:
-            cache.advance(T)
+            x = block(x, cache, input_pos)
         logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:

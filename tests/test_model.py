@@ -87,3 +87,27 @@ def test_weight_decay_only_on_matrices(model):
     decay, no_decay = model.optimizer_groups(0.1)
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_compiled_decode_step_compiles_once_and_matches_eager(model):
+    """The static cache makes every one-token step the same graph: after the first, no step may recompile,
+    through the generation loop's re-prefill past block_size too, and the logits equal the eager decoder's."""
+    import numpy as np
+    import torch._dynamo
+
+    from gpt.decoders.torch_decoder import TorchDecoder
+    from gpt.generate import Sampler, SamplingParams, generate
+
+    vocab = [chr(33 + i) for i in range(CFG.vocab_size)]
+    torch._dynamo.reset()
+    eager, compiled = TorchDecoder(model, vocab), TorchDecoder(model, vocab, compile=True)
+    ids = np.arange(6)[None] % CFG.vocab_size
+    compiled.prefill(ids)
+    compiled.step(ids[:, :1])  # the one compile
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        compiled.prefill(ids)
+        np.testing.assert_allclose(compiled.step(ids[:, :1]), (eager.prefill(ids), eager.step(ids[:, :1]))[1],
+                                   atol=1e-5, rtol=0)
+        prompt, n, greedy = list(range(6)), 2 * CFG.block_size, SamplingParams(temperature=0)  # two re-prefills
+        np.testing.assert_array_equal(generate(compiled, prompt, n, Sampler(greedy)),
+                                      generate(eager, prompt, n, Sampler(greedy)))
