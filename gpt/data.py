@@ -134,6 +134,9 @@ class BatchSampler:
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state
 
+    def reseed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m gpt.data", description=__doc__,

@@ -216,7 +216,7 @@ def test_two_process_ddp_on_cpu_trains_and_only_rank_0_writes(tmp_path, periodic
 
 
 def test_signal_handlers_are_restored_after_training():
-    from gpt.train import StopRequest
+    from gpt.distributed import StopRequest
 
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with StopRequest() as stop:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gpt.errors import GPTError
+from gpt.device import resolve_device
 from gpt.kv_cache import KVCache
 from gpt.model import GPT
 
@@ -49,10 +49,7 @@ class TorchDecoder:
                         threads: int | None = None, attention: str = "sdpa") -> TorchDecoder:
         from gpt.checkpoint import load_checkpoint
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cuda" and not torch.cuda.is_available():
-            raise GPTError("--device cuda was asked for but CUDA is not available; use --device cpu")
+        device = resolve_device(device)
         if threads:
             torch.set_num_threads(threads)
         model, tokenizer, _ = load_checkpoint(ckpt_dir, device=device, attention=attention)
