@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,3 +157,23 @@ def forward_flops(n_layer: int, n_embd: int, vocab_size: int, tokens: int, seq_l
 def train_flops(n_layer: int, n_embd: int, vocab_size: int, tokens: int, seq_len: int) -> float:
     """Forward + backward = 3 x forward."""
     return 3 * forward_flops(n_layer, n_embd, vocab_size, tokens, seq_len)
+
+
+def git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "onnxruntime", "onnx", "onnxscript", "numpy", "pytest-benchmark"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out

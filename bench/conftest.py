@@ -13,7 +13,6 @@ attention path (both inside gpt.decoders.torch_decoder), and a warm-up round bef
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -167,25 +166,6 @@ def decoders(artifacts, threads):
 # ------------------------------------------------------------------------------------------ machine info
 
 
-def git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("torch", "onnxruntime", "onnx", "onnxscript", "numpy", "pytest-benchmark"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 LOAD_AT_START = os.getloadavg()
 
 
@@ -196,7 +176,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["logical_cpus"] = os.cpu_count()
     machine_info["threads"] = thread_count(config)
     machine_info["torch_threads"] = torch.get_num_threads()
-    machine_info["packages"] = package_versions()
+    machine_info["packages"] = common.package_versions()
     machine_info["python_version"] = sys.version.split()[0]
     machine_info["cuda"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
@@ -205,8 +185,8 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     load_end = os.getloadavg()
     threads = thread_count(config)
     output_json["bench"] = {
-        "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "commit": common.git("rev-parse", "HEAD"),
+        "dirty": bool(common.git("status", "--porcelain", "--untracked-files=no")),
         "smoke": config.getoption("--bench-smoke"),
         "presets": bench_presets(config),
         "threads": threads,

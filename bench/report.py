@@ -12,7 +12,6 @@ own working set, since weights of a few MB to a few hundred MB can stay in a lar
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
@@ -20,60 +19,10 @@ from datetime import date
 from pathlib import Path
 
 from bench import common
+from bench.chart import chart
+from bench.runs import Results, baseline, presets_in
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-# ------------------------------------------------------------------------------------------------ load
-
-
-class Results:
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.data = json.loads(self.path.read_text())
-        self.machine = self.data.get("machine_info", {})
-        self.bench = self.data.get("bench", {})
-        self.rows = [b for b in self.data.get("benchmarks", []) if b.get("stats")]
-        by_kind: dict[str, list[dict]] = {}
-        for b in self.rows:
-            by_kind.setdefault(b.get("extra_info", {}).get("kind", ""), []).append(b)
-        self.by_kind = by_kind
-        curve = sorted((b["extra_info"]["bytes"], b["extra_info"]["bytes"] / b["stats"]["median"])
-                       for b in by_kind.get("read_bandwidth", []))
-        self.bw_curve = curve  # (bytes, bytes/s), ascending size
-        self.dram_bw = curve[-1][1] if curve else None
-        self.peaks = {(b["extra_info"].get("device", "cpu"), b["extra_info"]["dtype"]):
-                      (b["extra_info"]["n"], b["extra_info"]["flops"] / b["stats"]["median"])
-                      for b in by_kind.get("matmul_peak", [])}
-
-    def peak(self, dtype: str = "float32", device: str = "cpu") -> float | None:
-        return self.peaks.get((device, dtype), (None, None))[1]
-
-    def bandwidth_at(self, nbytes: float) -> float | None:
-        """Read bandwidth for a working set of `nbytes`, log-log interpolated on the measured curve."""
-        c = self.bw_curve
-        if not c:
-            return None
-        if nbytes <= c[0][0]:
-            return c[0][1]
-        for (x0, y0), (x1, y1) in zip(c, c[1:], strict=False):
-            if nbytes <= x1:
-                t = (math.log(nbytes) - math.log(x0)) / (math.log(x1) - math.log(x0))
-                return math.exp(math.log(y0) + t * (math.log(y1) - math.log(y0)))
-        return c[-1][1]
-
-    def decode(self) -> dict[tuple, dict]:
-        out = {}
-        for b in self.by_kind.get("decode", []):
-            e = b["extra_info"]
-            tok_s = e["batch"] * e["new_tokens"] / b["stats"]["median"]
-            row = {**e, "tokens_per_s": tok_s, "rounds": b["stats"]["rounds"], "median_s": b["stats"]["median"]}
-            if self.dram_bw:
-                row["limit_dram"] = common.memory_bound_tokens_per_s(e["bytes_per_call"], e["batch"], self.dram_bw)
-                row["limit_cache"] = common.memory_bound_tokens_per_s(
-                    e["bytes_per_call"], e["batch"], self.bandwidth_at(e["bytes_per_call"]))
-            out[(e["preset"], e["batch"], e["new_tokens"], e["backend"])] = row
-        return out
 
 
 # --------------------------------------------------------------------------------------------- format
@@ -93,15 +42,6 @@ def table(header: list[str], rows: list[list[str]], align: str | None = None) ->
     align = align or "l" + "r" * (len(header) - 1)
     sep = ["---:" if a == "r" else "---" for a in align]
     return "\n".join("| " + " | ".join(r) + " |" for r in [header, sep, *rows])
-
-
-def presets_in(r: Results) -> list[str]:
-    seen = []
-    for b in r.rows:
-        p = b["extra_info"].get("preset")
-        if p and p not in seen:
-            seen.append(p)
-    return seen
 
 
 def header(r: Results) -> str:
@@ -165,17 +105,6 @@ def decode_section(r: Results) -> str:
         out += ["", "† the no-cache baseline ran only the shorter length at this batch (its tokens/s barely depends "
                 "on the length once the window slides; `--bench-full-baseline` runs every length)."]
     return "\n".join(out)
-
-
-def baseline(d: dict, preset: str, batch: int, n: int) -> tuple[float | None, str]:
-    """The no-cache tokens/s for this preset, batch and length, else at the nearest length measured (marked †)."""
-    row = d.get((preset, batch, n, common.BASELINE))
-    if row:
-        return row["tokens_per_s"], ""
-    others = sorted((abs(k[2] - n), k[2]) for k in d if k[:2] == (preset, batch) and k[3] == common.BASELINE)
-    if not others:
-        return None, ""
-    return d[(preset, batch, others[0][1], common.BASELINE)]["tokens_per_s"], "†"
 
 
 def prefill_section(r: Results) -> str:
@@ -285,76 +214,6 @@ def markdown(r: Results) -> str:
     parts = [f"## Benchmarks: {r.path.name}", "", header(r), "", targets_section(r), "", decode_section(r), "",
              prefill_section(r), "", train_section(r), "", hardware_section(r), ""]
     return "\n".join(parts)
-
-
-# ------------------------------------------------------------------------------------------------ chart
-
-
-def chart(r: Results, png: Path) -> bool:
-    """The decode (and training) bar chart; False when the results hold no decode figures."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    d = r.decode()
-    presets = [p for p in presets_in(r) if any(k[0] == p for k in d)]
-    if not presets:
-        return False
-    n_max = max(k[2] for k in d)
-    backends = [b for b in common.DECODE_BACKENDS if any(k[3] == b for k in d)]
-    batches = sorted({k[1] for k in d})
-    train = r.by_kind.get("train", [])
-    fig, axes = plt.subplots(len(presets), 2, figsize=(13, 3.6 * len(presets)), squeeze=False,
-                             gridspec_kw={"width_ratios": [2.2, 1]})
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, p in enumerate(presets):
-        ax = axes[i][0]
-        width = 0.8 / len(backends)
-        for j, backend in enumerate(backends):
-            xs = [bi + (j - (len(backends) - 1) / 2) * width for bi in range(len(batches))]
-            ys = [(baseline(d, p, b, n_max)[0] if backend == common.BASELINE
-                   else d.get((p, b, n_max, backend), {}).get("tokens_per_s")) or 0 for b in batches]
-            bars = ax.bar(xs, ys, width, label=common.BACKEND_LABELS[backend], color=colors[j % len(colors)])
-            for bar, y in zip(bars, ys, strict=True):
-                if y:
-                    ax.annotate(f"{y:,.0f}", (bar.get_x() + bar.get_width() / 2, y), ha="center", va="bottom",
-                                fontsize=7, rotation=90, xytext=(0, 2), textcoords="offset points")
-        for bi, b in enumerate(batches):
-            row = d.get((p, b, n_max, "ort-fp32")) or d.get((p, b, n_max, "eager-kv"))
-            for key, style, label in (("limit_dram", "--", "fp32 memory-bound limit (DRAM)"),
-                                      ("limit_cache", ":", "fp32 memory-bound limit (in-cache)")):
-                if row and row.get(key):
-                    ax.hlines(row[key], bi - 0.45, bi + 0.45, colors="k", linestyles=style,
-                              label=label if bi == 0 else None)
-        ax.set_yscale("log")
-        ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
-        ax.set_ylabel("tokens/s (log)")
-        ax.set_title(f"{p}: decode, 64-char prompt + {n_max} tokens")
-        ax.grid(axis="y", alpha=0.3, which="both")
-        if i == 0:
-            handles, labels = ax.get_legend_handles_labels()
-        ax = axes[i][1]
-        rows = [b for b in train if b["extra_info"]["preset"] == p]
-        names = [b["extra_info"]["variant"] for b in rows]
-        vals = [b["extra_info"]["tokens_per_step"] / b["stats"]["median"] for b in rows]
-        bars = ax.barh(names, vals, color=[colors[k % len(colors)] for k in range(len(vals))])
-        for bar, v in zip(bars, vals, strict=True):
-            ax.annotate(f"{v:,.0f}", (v, bar.get_y() + bar.get_height() / 2), va="center", fontsize=8,
-                        xytext=(2, 0), textcoords="offset points")
-        ax.invert_yaxis()
-        ax.set_xlabel("training tokens/s")
-        ax.set_title(f"{p}: train step" + (f" (batch {rows[0]['extra_info']['batch']})" if rows else ""))
-        ax.grid(axis="x", alpha=0.3)
-    m, b = r.machine, r.bench
-    fig.suptitle(f"{m.get('cpu_model', '?')}, {b.get('threads', '?')} threads, {r.data.get('datetime', '')[:10]}"
-                 + ("" if b.get("quiet") else " (machine under load: noisy)")
-                 + (" SMOKE RUN" if b.get("smoke") else ""), fontsize=10)
-    fig.tight_layout(rect=(0, 0.09 / len(presets), 1, 1))
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-    return True
 
 
 # -------------------------------------------------------------------------------------------------- CLI
