@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
-import shutil
-import tempfile
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from gpt.errors import ArgumentParser, GPTError, run_cli
+from gpt.fsutil import atomic_write_bytes, ensure_dir
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -33,40 +31,32 @@ def sha256_of(path: Path) -> str:
 
 
 def prepare(source: str | None = None, data_dir: Path = DEFAULT_DATA_DIR) -> Path:
-    """Put a verified copy of Tiny Shakespeare at `data_dir/tinyshakespeare/input.txt`."""
+    """Put a verified copy of Tiny Shakespeare at `data_dir/tinyshakespeare/input.txt` (written atomically)."""
     dest = Path(data_dir) / RELATIVE_PATH
     if dest.is_file() and sha256_of(dest) == SHA256:
         return dest
-    for d in (dest.parent, *dest.parent.parents):
-        if d.exists():
-            if not d.is_dir():
-                raise GPTError(f"{d} exists and is not a directory; choose another --data-dir")
-            break
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(dest.parent, "data directory", "--data-dir")
     source = source or URL
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".input-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if "://" in source:
-                try:
-                    with urllib.request.urlopen(source, timeout=60) as r:
-                        shutil.copyfileobj(r, out)
-                except OSError as e:
-                    raise GPTError(f"could not download {source}: {e}") from None
-            else:
-                if not Path(source).is_file():
-                    raise GPTError(f"source file {source} does not exist")
-                with open(source, "rb") as f:
-                    shutil.copyfileobj(f, out)
-        digest = sha256_of(Path(tmp))
-        if digest != SHA256:
-            raise GPTError(f"checksum mismatch for {source}: sha256 {digest}, expected {SHA256}; it is not "
-                           "Tiny Shakespeare (to train on your own text use `python -m gpt.train --data FILE`)")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    data = fetch(source)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != SHA256:
+        raise GPTError(f"checksum mismatch for {source}: sha256 {digest}, expected {SHA256}; it is not "
+                       "Tiny Shakespeare (to train on your own text use `python -m gpt.train --data FILE`)")
+    atomic_write_bytes(dest, data)
     return dest
+
+
+def fetch(source: str) -> bytes:
+    """The bytes of a URL or a local file (1.1 MB for Tiny Shakespeare: memory is fine)."""
+    if "://" in source:
+        try:
+            with urllib.request.urlopen(source, timeout=60) as r:
+                return r.read()
+        except OSError as e:
+            raise GPTError(f"could not download {source}: {e}") from None
+    if not Path(source).is_file():
+        raise GPTError(f"source file {source} does not exist")
+    return Path(source).read_bytes()
 
 
 def load_shakespeare(data_dir: Path = DEFAULT_DATA_DIR) -> str:

@@ -116,8 +116,8 @@ def check_dir(path: Path, what: str = "output directory", flag: str = "--out-dir
     for p in (path, *path.parents):
         if p.exists():
             if not p.is_dir():
-                where = "exists and is a file" if p == path else f"is inside {p}, which is a file"
-                raise GPTError(f"{what} {path} {where}; choose another {flag}")
+                where = " exists and is a file" if p == path else f": {p} exists and is not a directory"
+                raise GPTError(f"{what} {path}{where}; choose another {flag}")
             break
     return path
 
