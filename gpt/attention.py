@@ -24,12 +24,17 @@ def offset_causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
     return j <= i
 
 
-def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The reference: explicit scores, masked softmax, weighted sum."""
+def attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The naive path's explicit probabilities [..., Tq, Tk] in float32 (also read by `gpt.inspect`)."""
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))
     mask = offset_causal_mask(q.size(-2), k.size(-2), q.device)
     scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
+    return torch.softmax(scores.float(), dim=-1)
+
+
+def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The reference: explicit scores, masked softmax, weighted sum."""
+    return attention_weights(q, k).to(q.dtype) @ v
 
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, has_past: bool) -> torch.Tensor:
