@@ -126,6 +126,23 @@ def test_attended_most_averages_the_heads():
     assert analysis.attended_most(att).tolist() == [[0, 0, 1]]
 
 
+def test_head_habits_score_each_heads_targets():
+    chars = list("xy\nabcd")
+
+    def looking_at(keys: list[int]) -> torch.Tensor:
+        return torch.eye(len(chars))[keys]  # row q puts all its weight on keys[q]
+
+    heads = torch.stack([looking_at([0, 0, 1, 2, 3, 4, 5]),  # the previous character
+                         looking_at([0, 0, 0, 0, 0, 2, 2]),  # the newline, once it is > 2 characters back
+                         looking_at([0, 0, 0, 3, 3, 3, 3])])  # the start of the word "abcd"
+    habits = analysis.head_habits(heads[None], chars)[0]
+    # habits: itself (7 queries), previous (6), two back (5), word start (query 6 -> 3), last newline (5, 6 -> 2)
+    expected = torch.tensor([[1 / 7, 1, 0, 0, 0], [1 / 7, 1 / 6, 1 / 5, 0, 1], [2 / 7, 1 / 3, 2 / 5, 1, 0]])
+    torch.testing.assert_close(habits, expected)
+    short = analysis.head_habits(heads[None, :, :3, :3], chars[:3])[0]
+    assert short[:, 3:].isnan().all() and not short[:, :3].isnan().any()  # no word start, no newline far enough
+
+
 def test_cli_writes_the_figures_the_page_and_the_numbers(tiny_ckpt, traced, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["--ckpt", str(tiny_ckpt), "--prompt", PROMPT, "--out", str(out), "--layers", "1",
@@ -143,6 +160,8 @@ def test_cli_writes_the_figures_the_page_and_the_numbers(tiny_ckpt, traced, tmp_
     assert attention.shape == (1, 1, len(PROMPT), len(PROMPT))
     torch.testing.assert_close(attention[0, 0], traced.attention[1, 0], atol=1e-5, rtol=0)
     assert [m["title"].split()[0] for m in numbers["embedding"]["maps"]] == ["untrained", "trained"]
+    habits = numbers["attention"]["head_habits"]  # every layer and head, whatever --layers and --heads drew
+    assert len(habits) == 2 and len(habits[0]) == 2 and habits[0][0][3] is not None  # words start in the prompt
     assert numbers["logit_lens"]["depths"] == ["embedding", "block 0", "block 1"]
     assert "".join(top[0][0] for top in numbers["final_top_k"][4:8]) == "uick"  # its best guesses after "the q"
     assert str(out / "index.html") in capsys.readouterr().out

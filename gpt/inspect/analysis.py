@@ -62,6 +62,36 @@ def attended_most(attention: torch.Tensor) -> torch.Tensor:
     return attention.mean(dim=1).argmax(dim=-1)
 
 
+HABITS = ("itself", "previous character", "two back", "start of the word", "last newline")
+
+
+def _habit_targets(chars: list[str], query: int) -> tuple[int | None, ...]:
+    """The key position each of HABITS points at from `query`; None where there is none. The word start and
+    the newline count only further back than two characters, so no key counts for two habits."""
+    spaces = [j for j in range(query) if chars[j].isspace()]
+    newlines = [j for j in range(query) if chars[j] == "\n"]
+    word_start = spaces[-1] + 1 if spaces else 0
+    return (
+        query,
+        query - 1 if query >= 1 else None,
+        query - 2 if query >= 2 else None,
+        word_start if word_start < query - 2 else None,
+        newlines[-1] if newlines and newlines[-1] < query - 2 else None,
+    )
+
+
+def head_habits(attention: torch.Tensor, chars: list[str]) -> torch.Tensor:
+    """[L, H, len(HABITS)]: the mean weight each head gives to each habit's target, over the positions
+    where that target exists (NaN where it exists nowhere in the prompt)."""
+    weights = [[] for _ in HABITS]
+    for query in range(len(chars)):
+        for i, key in enumerate(_habit_targets(chars, query)):
+            if key is not None:
+                weights[i].append(attention[:, :, query, key])
+    nan = torch.full(attention.shape[:2], float("nan"))
+    return torch.stack([torch.stack(w).mean(dim=0) if w else nan for w in weights], dim=-1)
+
+
 @dataclass
 class Projection:
     points: torch.Tensor  # [V, 2]

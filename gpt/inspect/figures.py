@@ -30,7 +30,7 @@ def _char_ticks(ax, chars: list[str], axis: str = "both") -> None:
     step = max(1, len(chars) // 40)
     positions = list(range(0, len(chars), step))
     labels = [shown(chars[i]) for i in positions]
-    size = 9 if len(chars) <= 24 else 7
+    size = 9 if len(chars) <= 16 else 8 if len(chars) <= 24 else 7
     if axis in ("both", "x"):
         ax.set_xticks(positions, labels, fontsize=size)
     if axis in ("both", "y"):
@@ -41,7 +41,7 @@ def attention_maps(attention: torch.Tensor, chars: list[str], layers: list[int],
                    path: Path) -> Path:
     """A layers × heads grid of [query, key] heatmaps; the masked upper triangle is left blank (NaN)."""
     T = len(chars)
-    cell = max(2.4, 0.16 * T)
+    cell = min(max(2.4, 0.18 * T), 5.5)  # inches per heatmap: long prompts get thinner rows, not huge files
     fig = Figure(figsize=(cell * len(heads) + 1.0, cell * len(layers)), layout="constrained")
     axes = fig.subplots(len(layers), len(heads), squeeze=False, sharex=True, sharey=True)  # outer tick labels
     above_diagonal = torch.ones(T, T, dtype=torch.bool).triu(1)
@@ -86,12 +86,12 @@ def logit_lens_grid(top1: list[list[tuple[str, float]]], depths: list[str], char
     """Depth × position: the likeliest next character at each depth, shaded by its probability."""
     probs = np.array([[p for _, p in row] for row in top1])
     T = len(chars)
-    fig = Figure(figsize=(max(4.0, 0.5 * T + 2.0), 0.5 * len(depths) + 1.6), layout="constrained")
+    fig = Figure(figsize=(min(max(4.0, 0.5 * T + 2.0), 26.0), 0.5 * len(depths) + 1.6), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(probs, cmap="Greens", vmin=0.0, vmax=1.0, aspect="auto")
     for d, row in enumerate(top1):
         for t, (c, p) in enumerate(row):
-            ax.text(t, d, shown(c), ha="center", va="center", fontsize=10 if T <= 24 else 7,
+            ax.text(t, d, shown(c), ha="center", va="center", fontsize=10 if T <= 24 else 7 if T <= 64 else 5,
                     color="white" if p > 0.6 else "black")
     _char_ticks(ax, chars, axis="x")
     ax.set_yticks(range(len(depths)), depths)
@@ -110,9 +110,11 @@ def true_next_by_depth(probability: torch.Tensor, depths: list[str], chars: list
     x = np.arange(len(depths))
     n = probability.size(1)
     colours = colormaps["viridis"](np.linspace(0.0, 0.9, max(n, 1)))
+    few = n <= 20  # few enough lines to tell apart: name each one in the legend
     for t in range(n):
-        label = f"{shown(chars[t])} → {shown(chars[t + 1])}" if n <= 20 else None
-        ax.plot(x, probability[:, t].numpy(), color=colours[t], alpha=0.6, lw=1, marker=".", label=label)
+        label = f"{shown(chars[t])} → {shown(chars[t + 1])}" if few else None
+        ax.plot(x, probability[:, t].numpy(), color=colours[t], alpha=0.6 if few else 0.25, lw=1,
+                marker="." if few else None, label=label)
     ax.plot(x, probability.mean(dim=1).numpy(), color="black", lw=2.5, label="mean")
     ax.set_xticks(x, depths)
     ax.set_ylim(0.0, 1.02)

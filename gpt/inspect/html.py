@@ -6,7 +6,7 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
-from gpt.inspect.analysis import shown
+from gpt.inspect.analysis import HABITS, shown
 
 if TYPE_CHECKING:
     from gpt.inspect.report import Findings
@@ -47,6 +47,22 @@ def _attended_table(f: Findings) -> str:
     return _table(["reading →"] + [_char(c) for c in chars], rows)
 
 
+def _habits_table(f: Findings) -> str:
+    """Heads × habits, the strongest head of each habit in bold."""
+    habits = f.habits.flatten(0, 1)  # [L·H, habit]
+    strongest = habits.nan_to_num(-1.0).argmax(dim=0).tolist()
+    n_head = f.habits.size(1)
+
+    def cell(row: int, habit: int) -> str:
+        value = habits[row, habit].item()
+        text = "–" if value != value else f"{value:.2f}"  # NaN: the prompt has no such target
+        return f"<b>{text}</b>" if row == strongest[habit] and value == value else text
+
+    rows = [[f"layer {row // n_head}, head {row % n_head}"] + [cell(row, h) for h in range(len(HABITS))]
+            for row in range(habits.size(0))]
+    return _table(["head"] + list(HABITS), rows)
+
+
 def _lens_table(f: Findings) -> str:
     chars = f.chars
     following = [_char(c) for c in chars[1:]] + ["?"]
@@ -71,7 +87,11 @@ def render(f: Findings, figure_files: dict[str, str], checkpoint: str) -> str:
             "One heatmap per layer and head: row i is the character being read, column j the weight it gives "
             "character j; the upper triangle is empty because causal attention can only look back.")),
          "<p>Per layer, the character each position attends to most (weights averaged over the heads; "
-         "offset from the position being read):</p>" + _attended_table(f)),
+         "offset from the position being read):</p>" + _attended_table(f)
+         + "<p>Each head's habits: its mean weight on the character itself, the previous one, the one before "
+         "that, the first letter of the current word and the last newline (the last two only when further back "
+         "than two characters; – where the prompt has none). The strongest head of each habit is in bold.</p>"
+         + _habits_table(f)),
         ("2. The embedding map", _figure(figure_files["embedding"], embedding_sentence), ""),
         ("3. Predictions layer by layer (logit lens)", _figure(figure_files["logit_lens"], (
             "The residual stream read out after the embedding and after each block through the final LayerNorm "

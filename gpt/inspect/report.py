@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class Findings:
     final_top: list[list[tuple[str, float]]]  # [position] -> the model's own top-k
     true_next: torch.Tensor  # [depth, T-1]
     attended: torch.Tensor  # [L, T]
+    habits: torch.Tensor  # [L, H, len(HABITS)]
     embedding: list[tuple[str, Projection]]  # (title, projection): trained, then untrained if asked
     norms_before: torch.Tensor  # [2L+1, T]
     norms_after: torch.Tensor
@@ -69,6 +71,7 @@ def analyse(model: GPT, tokenizer: CharTokenizer, prompt: str, layers: list[int]
         final_top=analysis.top_next(torch.softmax(t.logits, dim=-1), tokenizer.itos, top_k),
         true_next=analysis.true_next_probability(lens, ids),
         attended=analysis.attended_most(t.attention),
+        habits=analysis.head_habits(t.attention, list(prompt)),
         embedding=embedding, norms_before=before, norms_after=after,
         layer_norms=layer_norm_names(model.config.n_layer),
     )
@@ -87,7 +90,7 @@ def draw(f: Findings, out: Path) -> dict[str, Path]:
 
 
 def _rounded(t: torch.Tensor) -> list:
-    return torch.round(t, decimals=5).tolist()
+    return torch.round(t.double(), decimals=5).tolist()  # float64: 0.12549, not 0.12548999488353729
 
 
 def as_json(f: Findings, checkpoint: str) -> dict:
@@ -98,6 +101,9 @@ def as_json(f: Findings, checkpoint: str) -> dict:
             "layers": f.layers, "heads": f.heads,
             "weights": _rounded(f.trace.attention[f.layers][:, f.heads]),  # [layer][head][query][key]
             "attended_most": f.attended.tolist(),  # [layer][position] -> key position (mean over heads)
+            "habits": analysis.HABITS,
+            "head_habits": [[[None if math.isnan(v) else v for v in head] for head in layer]  # None: no target
+                            for layer in _rounded(f.habits)],  # [layer][head][habit]: mean weight on its target
         },
         "logit_lens": {
             "depths": f.depths,
@@ -126,6 +132,6 @@ def write_report(f: Findings, out: Path, checkpoint: str, with_json: bool) -> li
     atomic_write_text(index, render(f, {name: p.name for name, p in paths.items()}, checkpoint))
     written = [*paths.values(), index]
     if with_json:
-        atomic_write_text(out / JSON_NAME, json.dumps(as_json(f, checkpoint), ensure_ascii=False))
+        atomic_write_text(out / JSON_NAME, json.dumps(as_json(f, checkpoint), ensure_ascii=False, allow_nan=False))
         written.append(out / JSON_NAME)
     return written
