@@ -164,6 +164,7 @@ CASES = [
          expect="--heads: head -1 does not exist; the model has 2 heads (0-1)"),
     case("inspect layers not numbers", "gpt.inspect", *INSPECT, "--layers", "first",
          expect="argument --layers: expected comma-separated numbers such as 0,2, got 'first'"),
+    case("inspect top-k zero", "gpt.inspect", *INSPECT, "--top-k", "0", expect="--top-k must be >= 1, got 0"),
     case("inspect into a file", "gpt.inspect", "--ckpt", "{ckpt}", "--prompt", "the fox", "--out", "{a_file}",
          expect="report directory {a_file} exists and is a file; choose another --out"),
 ]

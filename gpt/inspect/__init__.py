@@ -2,5 +2,5 @@
 residual stream, for one prompt (`python -m gpt.inspect`).
 
 capture.py records the internals with forward hooks, analysis.py turns them into numbers, figures.py and
-html.py draw them, report.py puts it together, __main__.py is the CLI.
+page.py draw them, report.py puts it together, __main__.py is the CLI.
 """

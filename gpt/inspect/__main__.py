@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m gpt.inspect", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", type=Path, default=Path("out"), help="checkpoint directory (default: out)")
-    p.add_argument("--prompt", default="O God, O God!", help="the text to look at, at most block_size characters")
+    p.add_argument("--prompt", default="O God, O God!",
+                   help="the text to look at, at most block_size characters (default: O God, O God!)")
     p.add_argument("--out", type=Path, default=Path("inspect"), help="report directory (default: inspect)")
     p.add_argument("--layers", type=index_list, help="attention maps of these layers only, e.g. 0,3 (default: all)")
     p.add_argument("--heads", type=index_list, help="attention maps of these heads only, e.g. 1 (default: all)")

@@ -8,7 +8,7 @@ triton) never materialises them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -38,6 +38,9 @@ class Trace:
     ln_outputs: torch.Tensor  # [2L+1, T, C]
 
 
+Hook = Callable[[nn.Module, tuple, torch.Tensor], None]  # what `register_forward_hook` calls
+
+
 def layer_norm_names(n_layer: int) -> list[str]:
     """The LayerNorms in the order the residual stream meets them."""
     return [f"{i}.{ln}" for i in range(n_layer) for ln in ("ln_1", "ln_2")] + ["ln_f"]
@@ -52,11 +55,11 @@ class _Recorder:
     ln_inputs: list[torch.Tensor] = field(default_factory=list)
     ln_outputs: list[torch.Tensor] = field(default_factory=list)
 
-    def hooks(self, model: GPT) -> Iterator[tuple[nn.Module, object]]:
-        def keep(store: list[torch.Tensor]):
+    def hooks(self, model: GPT) -> Iterator[tuple[nn.Module, Hook]]:
+        def keep(store: list[torch.Tensor]) -> Hook:
             return lambda module, args, output: store.append(output.detach()[0].float().cpu())
 
-        def keep_layer_norm(module, args, output):
+        def keep_layer_norm(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             self.ln_inputs.append(args[0].detach()[0].float().cpu())
             self.ln_outputs.append(output.detach()[0].float().cpu())
 

@@ -124,7 +124,7 @@ def true_next_by_depth(probability: torch.Tensor, depths: list[str], chars: list
     return _save(fig, path)
 
 
-def stream_norms(before: torch.Tensor, after: torch.Tensor, names: list[str], chars: list[str],
+def residual_norms(before: torch.Tensor, after: torch.Tensor, names: list[str], chars: list[str],
                  path: Path) -> Path:
     """Two LayerNorm × position heatmaps of the L2 norm, on one logarithmic colour scale so the spread on the
     left and the evenness on the right compare: the residual stream entering each LayerNorm, and its output."""

@@ -13,7 +13,7 @@ from gpt.fsutil import atomic_write_text
 from gpt.inspect import analysis, figures
 from gpt.inspect.analysis import Projection
 from gpt.inspect.capture import Trace, layer_norm_names, trace
-from gpt.inspect.html import render
+from gpt.inspect.page import render
 from gpt.model import GPT
 from gpt.tokenizer import CharTokenizer
 
@@ -85,7 +85,7 @@ def draw(f: Findings, out: Path) -> dict[str, Path]:
         "logit_lens": figures.logit_lens_grid([[top[0] for top in depth] for depth in f.lens_top], f.depths, chars,
                                               out / FIGURES["logit_lens"]),
         "true_next": figures.true_next_by_depth(f.true_next, f.depths, chars, out / FIGURES["true_next"]),
-        "norms": figures.stream_norms(f.norms_before, f.norms_after, f.layer_norms, chars, out / FIGURES["norms"]),
+        "norms": figures.residual_norms(f.norms_before, f.norms_after, f.layer_norms, chars, out / FIGURES["norms"]),
     }
 
 

@@ -1,5 +1,5 @@
-"""index.html: the figures (relative links, so the folder opens from disk) with one sentence each, and the
-tables behind them. No scripts, no network."""
+"""The report page, index.html: the figures (relative links, so the folder opens from disk) with one sentence
+each, and the tables behind them. No scripts, no network."""
 
 from __future__ import annotations
 
