@@ -25,6 +25,7 @@ FIGURES = {
     "norms": "residual_norms.png",
 }
 JSON_NAME = "inspect.json"
+INIT_SEED = 0  # the untrained model of --compare-init: the same map on every run
 
 
 @dataclass
@@ -53,14 +54,14 @@ class Findings:
 
 
 def analyse(model: GPT, tokenizer: CharTokenizer, prompt: str, layers: list[int], heads: list[int],
-            compare_init: bool, top_k: int = 5, seed: int = 0) -> Findings:
+            compare_init: bool, top_k: int = 5) -> Findings:
     ids = tokenizer.encode(prompt)
     t = trace(model, ids)
     lens = analysis.logit_lens(model, t)
     embedding = [("trained token embeddings", analysis.pca_2d(model.wte.weight.detach().cpu()))]
     if compare_init:
         with torch.random.fork_rng(devices=[]):  # a fresh model, the caller's random state untouched
-            torch.manual_seed(seed)
+            torch.manual_seed(INIT_SEED)
             untrained = GPT(model.config).wte.weight.detach()
         embedding.insert(0, ("untrained (random initialisation)", analysis.pca_2d(untrained)))
     before, after = analysis.stream_norms(t)
