@@ -24,14 +24,20 @@ def offset_causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
     return j <= i
 
 
-def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                    mask: torch.Tensor | None = None) -> torch.Tensor:
-    """The reference: explicit scores, masked softmax, weighted sum (offset causal mask unless one is given)."""
+def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The naive path's explicit probabilities [..., Tq, Tk] in float32 (also read by `gpt.inspect`); the
+    offset causal mask unless one is given."""
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))
     if mask is None:
         mask = offset_causal_mask(q.size(-2), k.size(-2), q.device)
     scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
+    return torch.softmax(scores.float(), dim=-1)
+
+
+def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The reference: explicit scores, masked softmax, weighted sum."""
+    return attention_weights(q, k, mask).to(q.dtype) @ v
 
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, has_past: bool) -> torch.Tensor:

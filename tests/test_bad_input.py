@@ -32,6 +32,7 @@ def case(id, module, *args, expect, needs_no_cuda=False):
 
 SAMPLE = ("--ckpt", "{ckpt}", "--max-new-tokens", "5")
 TRAIN = ("--data", "{text}", "--out-dir", "{fresh}", *TINY, "--max_iters", "1")
+INSPECT = ("--ckpt", "{ckpt}", "--out", "{fresh}", "--prompt", "the fox")
 CASES = [
     # ---- gpt.sample: prompt and sampling options
     case("prompt outside the vocabulary", "gpt.sample", *SAMPLE, "--prompt", "ROMEO#é",
@@ -148,6 +149,24 @@ CASES = [
          expect="--out must end in .onnx"),
     case("export opset not a number", "export.onnx", "--opset", "latest",
          expect="argument --opset: invalid int value: 'latest' (see `python -m export.onnx --help`)"),
+    # ---- gpt.inspect
+    case("inspect a prompt outside the vocabulary", "gpt.inspect", *INSPECT, "--prompt", "ROMEO#é",
+         expect="the prompt has 2 character(s) not in the model's vocabulary: '#', 'é'"),
+    case("inspect an empty prompt", "gpt.inspect", *INSPECT, "--prompt", "",
+         expect="--prompt is empty; give the text to look at"),
+    case("inspect a prompt longer than block_size", "gpt.inspect", *INSPECT, "--prompt", "the fox " * 5,
+         expect="the prompt has 40 characters, more than this model's block_size 32; shorten it"),
+    case("inspect a checkpoint that does not exist", "gpt.inspect", "--ckpt", "{nowhere}", "--out", "{fresh}",
+         expect="checkpoint directory {nowhere} does not exist; train one with"),
+    case("inspect a layer that does not exist", "gpt.inspect", *INSPECT, "--layers", "0,2",
+         expect="--layers: layer 2 does not exist; the model has 2 layers (0-1)"),
+    case("inspect a head that does not exist", "gpt.inspect", *INSPECT, "--heads", "-1",
+         expect="--heads: head -1 does not exist; the model has 2 heads (0-1)"),
+    case("inspect layers not numbers", "gpt.inspect", *INSPECT, "--layers", "first",
+         expect="argument --layers: expected comma-separated numbers such as 0,2, got 'first'"),
+    case("inspect top-k zero", "gpt.inspect", *INSPECT, "--top-k", "0", expect="--top-k must be >= 1, got 0"),
+    case("inspect into a file", "gpt.inspect", "--ckpt", "{ckpt}", "--prompt", "the fox", "--out", "{a_file}",
+         expect="report directory {a_file} exists and is a file; choose another --out"),
 ]
 
 
