@@ -1,148 +1,43 @@
 """Train the GPT: `python -m gpt.train --preset cpu --out-dir out`.
 
-Every field of the model and training config can be overridden the nanoGPT way, e.g.
-`--n_layer 2 --batch_size 8` (dashed spellings such as `--batch-size 8` work too).
-
-Writes to --out-dir: model.safetensors + config.json (the best-val model, for sampling), train_state.pt
-(the latest state, for --resume: weights, optimizer, iteration, RNG states and data-sampler positions,
-saved at every evaluation and on exit), log.jsonl (every evaluation) and loss.png (train/val curves).
-Every file is replaced atomically; a kill at any instant leaves a loadable checkpoint and a resumable state.
-
-`--resume` continues exactly where train_state.pt left off: on CPU, stopping (--stop-after N, Ctrl-C,
-SIGTERM, kill -9) and resuming gives the same losses and weights, bit for bit, as one uninterrupted run.
-Ctrl-C or SIGTERM finishes the current step, saves, and exits 0 (a second Ctrl-C aborts at once).
-
-Several GPUs or nodes: `torchrun --nproc_per_node=N -m gpt.train ... --gradient_accumulation_steps K`
-(K a multiple of the number of processes: the global batch stays batch_size * K sequences).
+The loop below reads top to bottom: data, model and optimizer, resume, then steps with an evaluation (and a
+saved train_state.pt) every eval_interval, and at the end the best model's full-pass val loss. What it
+writes and every option: `python -m gpt.train --help` (gpt/train_options.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
 import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from gpt.attention import BACKENDS
 from gpt.checkpoint import load_checkpoint, recover, save_checkpoint
-from gpt.config import PRESETS, ModelConfig, TrainConfig, get_preset
+from gpt.config import ModelConfig, TrainConfig
 from gpt.data import BatchSampler, load_shakespeare, load_text, split
 from gpt.distributed import Dist, StopRequest, gather, setup_distributed, teardown
-from gpt.errors import ArgumentParser, GPTError, run_cli
+from gpt.errors import GPTError, run_cli
 from gpt.fsutil import check_dir, ensure_dir, fault_spec, remove_stale_temps
 from gpt.losses import estimate_loss, full_loss
 from gpt.model import GPT
+from gpt.time_budget import BudgetPlanner, format_duration
 from gpt.tokenizer import CharTokenizer
 from gpt.train_log import LOG, append_log, plot_losses, truncate_log
+from gpt.train_options import DTYPES, Options, build_parser, configs
 from gpt.train_state import STATE, resume, rng_state, write_state
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def parse_bool(s: str) -> bool:
-    if s.lower() in ("1", "true", "yes", "on"):
-        return True
-    if s.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m gpt.train", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="cpu", help=f"one of: {', '.join(PRESETS)} (default: cpu)")
-    p.add_argument("--out-dir", type=Path, default=Path("out"), help="checkpoint directory (default: out)")
-    p.add_argument("--data", type=Path, help="train on your own UTF-8 text file instead of Tiny Shakespeare")
-    p.add_argument("--data-dir", type=Path, default=Path("data"), help="where gpt.data put Tiny Shakespeare")
-    p.add_argument("--attention", choices=BACKENDS, default=None,
-                   help="attention backend (default: sdpa; triton on CPU runs in the Triton interpreter)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="run the model under torch.compile (default: on with CUDA; off on CPU, where "
-                        "`make bench` measures compiled training steps no faster than eager ones)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
-                   help="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU)")
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--resume", action="store_true", help=f"continue from --out-dir/{STATE}")
-    p.add_argument("--stop-after", type=int, metavar="N",
-                   help="stop (saving state for --resume) after iteration N, keeping the schedule of max_iters")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    group = p.add_argument_group("config overrides (defaults come from the preset)")
-    for f in (*fields(ModelConfig), *fields(TrainConfig)):
-        if f.name == "vocab_size":
-            continue
-        kind = parse_bool if f.type in (bool, "bool") else {"int": int, "float": float}.get(str(f.type), f.type)
-        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        group.add_argument(*names, dest=f"cfg_{f.name}", type=kind, default=None, metavar=f.name.upper())
-    return p
-
-
-def validate(t: TrainConfig, args: argparse.Namespace) -> None:
-    """Every training setting in range, or a one-line `GPTError` naming it."""
-    for name in ("batch_size", "max_iters", "eval_interval", "eval_iters", "log_interval",
-                 "gradient_accumulation_steps"):
-        if getattr(t, name) < 1:
-            raise GPTError(f"--{name} must be >= 1, got {getattr(t, name)}")
-    for name in ("warmup_iters", "lr_decay_iters"):
-        if getattr(t, name) < 0:
-            raise GPTError(f"--{name} must be >= 0, got {getattr(t, name)}")
-    for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
-        value = getattr(t, name)
-        if not (math.isfinite(value) and value >= 0):
-            raise GPTError(f"--{name} must be a finite number >= 0, got {value}")
-    for name in ("beta1", "beta2"):
-        if not 0 <= getattr(t, name) < 1:
-            raise GPTError(f"--{name} must be in [0, 1), got {getattr(t, name)}")
-    if args.stop_after is not None and args.stop_after < 1:
-        raise GPTError(f"--stop-after must be >= 1, got {args.stop_after}")
-
-
-@dataclass
-class Options:
-    """One run, resolved from the command line: `train()` reads nothing else."""
-
-    out_dir: Path
-    data: Path | None  # None: Tiny Shakespeare from data_dir
-    data_dir: Path
-    preset: str
-    model: dict  # ModelConfig fields; vocab_size comes from the data
-    train: TrainConfig
-    attention: str
-    device: torch.device
-    dtype: torch.dtype  # autocast dtype (float32: no autocast)
-    compile: bool
-    seed: int
-    resume: bool
-    stop_after: int | None
-    progress: bool
-
-
-def configs(args: argparse.Namespace) -> tuple[dict, TrainConfig]:
-    """The preset with the command line's overrides, validated (before any data is read)."""
-    preset = get_preset(args.preset)
-    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
-    mc, tc = asdict(preset.model), asdict(preset.train)
-    for k, v in overrides.items():
-        (mc if k in mc else tc)[k] = v
-    if "max_iters" in overrides and "lr_decay_iters" not in overrides:
-        tc["lr_decay_iters"] = tc["max_iters"]
-    train_cfg = TrainConfig(**tc)
-    validate(train_cfg, args)
-    ModelConfig(**{**mc, "vocab_size": 1})  # shape errors now
-    return mc, train_cfg
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = time.perf_counter()
     args = build_parser().parse_args(argv)
-    model_fields, train_cfg = configs(args)
+    model_fields, train_cfg, budget = configs(args)
     check_dir(args.out_dir)
     dist, device = setup_distributed(args.device)
     opts = Options(
@@ -150,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         train=train_cfg, attention=args.attention or "sdpa", device=device,
         dtype=DTYPES.get(args.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32),
         compile=device.type == "cuda" if args.compile is None else args.compile, seed=args.seed,
-        resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress)
+        resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress, time_budget=budget,
+        max_iters_cap=train_cfg.max_iters if budget and args.cfg_max_iters else None, started=started)
     try:
         with StopRequest() as stop:
             return train(opts, dist, stop)
@@ -209,13 +105,13 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
                                   betas=(t.beta1, t.beta2), fused=device.type == "cuda")
     train_sampler = BatchSampler(train_data, block, t.batch_size, seed=o.seed + dist.rank)
     BatchSampler(val_data, block, t.batch_size, seed=0)  # a too-small val split fails now, not at eval
-    start_iter, best_val, log_path = 0, float("inf"), out_dir / LOG
+    start_iter, best_val, log_path, decided = 0, float("inf"), out_dir / LOG, False
     if master:
         recover(out_dir)  # finish a checkpoint save a kill interrupted after its commit point
         remove_stale_temps(out_dir, (STATE, LOG, "loss.png"))
     if o.resume:
-        start_iter, best_val, notes = resume(out_dir / STATE, model, optimizer, scaler, train_sampler, t, o.seed,
-                                             data_sha256, dist, device)
+        start_iter, best_val, notes, t, decided = resume(out_dir / STATE, model, optimizer, scaler, train_sampler, t,
+                                                         o.seed, data_sha256, dist, device)
         for note in notes:
             say(f"note: {note}")
         if o.stop_after is not None and o.stop_after <= start_iter:
@@ -223,6 +119,10 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
         say(f"resuming from iteration {start_iter} (best val loss so far {best_val:.4f})")
     if master:  # rows past the resume point were written after the state was saved: they are redone
         truncate_log(log_path, start_iter)
+    budget = None  # a resumed run keeps the iteration count its first start decided (in train_state.pt)
+    if o.time_budget and not decided:
+        evals_final = 1 + len(val_data) / (2 * t.eval_iters * t.batch_size * block)  # + the full val pass
+        budget = BudgetPlanner(o.time_budget, o.started, t.eval_interval, evals_final, o.max_iters_cap)
     eval_model = torch.compile(model) if o.compile else model
     run = eval_model
     if dist.enabled:
@@ -237,13 +137,14 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
         ranks = gather(dist, rng_state(train_sampler, device))  # every rank takes part; rank 0 writes
         if master:
             write_state(out_dir / STATE, it=it, best_val=best_val, model=model, optimizer=optimizer, scaler=scaler,
-                        train_cfg=t, seed=o.seed, data_sha256=data_sha256, ranks=ranks)
+                        train_cfg=t, seed=o.seed, data_sha256=data_sha256, ranks=ranks,
+                        time_budget=o.time_budget if decided else None)
 
     def evaluate(it: int) -> None:
         nonlocal best_val
         losses = estimate_loss(eval_model, {"train": train_data, "val": val_data}, t, block, device, amp, o.seed)
         append_log(log_path, {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"],
-                              "lr": lr_at(it, t), "time": time.time()})
+                              "lr": lr_at(it, t), "time": time.time(), "max_iters": t.max_iters})
         bar.write(f"iter {it}: train {losses['train']:.4f}, val {losses['val']:.4f}")
         if losses["val"] < best_val:
             best_val = losses["val"]
@@ -254,18 +155,23 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
     nan_at = fault_spec("nan-loss")
     tokens_per_iter = t.batch_size * block * t.gradient_accumulation_steps
     end_iter = min(t.max_iters, o.stop_after or t.max_iters)
-    bar = tqdm(range(start_iter, end_iter), initial=start_iter, total=end_iter,
-               disable=not o.progress or not master, dynamic_ncols=True, file=sys.stdout)
+    bar = tqdm(initial=start_iter, total=end_iter, disable=not o.progress or not master, dynamic_ncols=True,
+               file=sys.stdout)
     model.train()
     t0 = time.perf_counter()
     clip = t.grad_clip if t.grad_clip > 0 else math.inf
-    for it in bar:
+    it = start_iter
+    while it < end_iter:
         if it % t.eval_interval == 0:
             if not (o.resume and it == start_iter):  # the state it was resumed from is this one
                 save_state(it)
             if master:
+                eval_start = time.perf_counter()
                 evaluate(it)
+                if budget:
+                    budget.observe_eval(time.perf_counter() - eval_start)
             t0 = time.perf_counter()
+        step_start = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(it, t)
         losses = []
@@ -288,10 +194,18 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
             now = time.perf_counter()
             bar.set_postfix(loss=f"{loss.item():.4f}", tok_s=f"{tokens_per_iter * t.log_interval / (now - t0):,.0f}")
             t0 = now
+        if budget and (planned := budget.observe_step(time.perf_counter() - step_start, it + 1, time.perf_counter(),
+                                                     t.eval_iters * 2 * (time.perf_counter() - step_start) / 3)):
+            budget, decided, t = None, True, fit_budget(t, gather(dist, {"n": planned})[0]["n"], o.time_budget,
+                                                         budget, bar.write)
+            end_iter = min(t.max_iters, o.stop_after or t.max_iters)
+            bar.total = end_iter
+        it += 1
+        bar.update(1)
         if stop.requested(dist, device):
-            save_state(it + 1)
+            save_state(it)
             bar.close()
-            say(f"{stop.signal or 'SIGTERM'}: finished iteration {it}, saved state; continue with "
+            say(f"{stop.signal or 'SIGTERM'}: finished iteration {it - 1}, saved state; continue with "
                 f"`python -m gpt.train --out-dir {out_dir} --resume` and the same options")
             return 0
     bar.close()
@@ -304,6 +218,14 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
         evaluate(end_iter)
         finish(out_dir, val_data, block, device, amp, tokenizer)
     return 0
+
+
+def fit_budget(t: TrainConfig, planned: int, budget_s: float, planner: BudgetPlanner, say) -> TrainConfig:
+    """The config with the iteration count that fits the budget (the schedule decays over it)."""
+    say(f"time budget {format_duration(budget_s)}: {planned:,} iterations ({planner.step_s * 1e3:.0f} ms per step, "
+        f"{planner.eval_used_s:.1f} s per evaluation)")
+    decay = planned if t.lr_decay_iters == t.max_iters else t.lr_decay_iters
+    return replace(t, max_iters=planned, lr_decay_iters=decay)
 
 
 def check_finite(losses: list[torch.Tensor], grad_norm: torch.Tensor, scaler, it: int, out_dir: Path) -> None:

@@ -222,12 +222,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", type=Path, help="write the Markdown table of every config here")
     p.add_argument("--arch", type=int, action="append", choices=ARCHS, help="only this arch (repeatable)")
+    p.add_argument("--kept", action="store_true",
+                   help="only the configs the autotuner keeps (the full grid's spilling candidates take ptxas "
+                        "minutes each on 2 cores)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         _worker()
         return 0
-    cases = grid(archs=args.arch or ARCHS)
+    cases = grid(archs=args.arch or ARCHS, kept_only=args.kept)
     start = time.perf_counter()
 
     def progress(r: Result) -> None:

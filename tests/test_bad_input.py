@@ -140,6 +140,10 @@ CASES = [
     case("resume from a state that would run code", "gpt.train", "--data", "{text}", "--out-dir", "{evil_state}",
          *TINY, "--resume", expect="train_state.pt cannot be read (UnpicklingError: Weights only load failed"),
     case("stop-after zero", "gpt.train", *TRAIN, "--stop-after", "0", expect="--stop-after must be >= 1, got 0"),
+    case("time budget not a duration", "gpt.train", *TRAIN, "--time-budget", "5x",
+         expect="--time-budget must be a positive duration such as 90s, 8m or 1h, got '5x'"),
+    case("time budget zero", "gpt.train", *TRAIN, "--time-budget", "0m",
+         expect="--time-budget must be a positive duration"),
     # ---- export.onnx
     case("export a checkpoint that does not exist", "export.onnx", "--ckpt", "{nowhere}",
          expect="checkpoint directory {nowhere} does not exist; train one with"),

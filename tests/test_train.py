@@ -57,3 +57,33 @@ def test_dropout_only_in_training_mode():
     assert not torch.equal(model(idx)[0], model(idx)[0])
     model.eval()
     assert torch.equal(model(idx)[0], model(idx)[0])
+
+
+def test_time_budget_arithmetic():
+    from gpt.time_budget import SAFETY, parse_duration, plan_iters
+
+    assert [parse_duration(s) for s in ("90s", "8m", "1.5h", "300")] == [90, 480, 5400, 300]
+    # 100 s x SAFETY, 10 s gone, 4 s for the end; each iteration 0.1 s + a 2 s evaluation every 10
+    expected = 20 + (100 * SAFETY - 10 - 4) / 0.3
+    assert abs(plan_iters(100, 10, 0.1, 2.0, 10, 20, 4.0) - expected) <= 1
+    assert plan_iters(5, 10, 0.1, 2.0, 10, 20, 4.0) == 20  # already over: stop at once, never go back
+
+
+def test_time_budget_decides_max_iters_once_and_resume_keeps_it(tmp_path, periodic_text_file):
+    """The decision (after warm-up + calibration steps) is printed, logged and saved; a resume continues
+    that schedule to its end without measuring again."""
+    args = ["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--time-budget", "12s",
+            "--eval_interval", "10"]
+    first = run_module("gpt.train", *args, "--stop-after", "14")  # the decision comes after 13 steps
+    assert first.returncode == 0, first.stderr[-2000:]
+    decided = [line for line in first.stdout.splitlines() if line.startswith("time budget 12 s: ")]
+    assert len(decided) == 1, first.stdout
+    n = int(decided[0].split(": ")[1].split()[0].replace(",", ""))
+    state = torch.load(tmp_path / "train_state.pt", weights_only=True)
+    assert state["time_budget"]["max_iters"] == n == json.loads(state["train_config"])["max_iters"]
+    assert state["iter"] == 14 < n
+    second = run_module("gpt.train", *args, "--resume")
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "time budget" not in second.stdout
+    log = read_log(tmp_path)
+    assert log[-1]["iter"] == n and {row["max_iters"] for row in log if row["iter"] >= 14} == {n}
