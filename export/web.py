@@ -97,8 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {args.out}/: {', '.join(PAGE_FILES)}, model.onnx ({layout} layout, "
           f"{(args.out / 'model.onnx').stat().st_size / 1e6:.1f} MB), {PACKAGE} {pinned_version()} ({size:.1f} MB)")
     if layout == "gqa":
-        print("note: the gqa layout runs on wasm but copies its whole block_size cache in and out every step; "
-              "`python -m export.onnx --ckpt out --attention onnx` writes the faster layout for the web")
+        print("note: the gqa layout runs on wasm at about half the tokens/s of the onnx layout (wasm copies every "
+              "input and output, so its in-place cache buys nothing there); `python -m export.onnx --ckpt out "
+              "--attention onnx --out out/web.onnx` writes the faster one")
     print(f"serve it: python -m export.serve {args.out}")
     return 0
 

@@ -109,10 +109,12 @@ def test_greedy_text_in_chromium_equals_the_python_sampler(browser, urls, sites,
     python = run_module("gpt.sample", "--backend", "onnxruntime", "--onnx", str(onnx), "--prompt", PROMPT,
                         "--max-new-tokens", n, "--temperature", "0", "--threads", "1")
     assert python.returncode == 0, python.stderr
-    page = run_page(browser, urls[layout], prompt=PROMPT, length=n, temperature="0")
+    threads = {"onnx": 1, "gqa": 2}[layout]  # one thread, and wasm's worker threads (SharedArrayBuffer)
+    page = run_page(browser, f"{urls[layout]}?threads={threads}", prompt=PROMPT, length=n, temperature="0")
     assert page["state"] == "done" and page["error"] == "", page
     assert page["output"] + "\n" == python.stdout
-    assert f"{layout} layout" in page["model"] and f"onnxruntime-web {pinned_version()} wasm" in page["model"]
+    assert f"{layout} layout" in page["model"]
+    assert f"onnxruntime-web {pinned_version()} wasm, {threads} thread" in page["model"]
     assert f"{n} tokens in" in page["stats"] and "tok/s" in page["stats"]
     assert browser.execute_script("return self.crossOriginIsolated")  # export.serve sent COOP/COEP
 
