@@ -23,7 +23,7 @@ from export.serve import make_server
 from export.web import check_on_wasm, pinned_version
 from gpt.decoders.ort_session import open_session
 from gpt.errors import GPTError
-from gpt.generate import Sampler, SamplingParams, generate
+from gpt.generate import Sampler, SamplingParams, filter_logits, generate
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -126,8 +126,9 @@ def test_sampling_is_seeded_and_stays_in_the_vocabulary(browser, urls, sites):
     assert first["state"] == "done" and first["output"] == again["output"], (first, again)
     vocab = open_session(sites["onnx"] / "model.onnx", threads=1)[1].vocab
     assert first["output"].startswith("the") and len(first["output"]) == 53 and set(first["output"]) <= set(vocab)
-    other = run_page(browser, urls["onnx"], **{**options, "seed": "8"})
-    assert other["output"] != first["output"]
+    hot = {**options, "temperature": "5", "top_k": "0", "top_p": "1"}  # near-uniform: seeds must differ
+    texts = [run_page(browser, urls["onnx"], **{**hot, "seed": seed})["output"] for seed in ("7", "8")]
+    assert texts[0] != texts[1]
 
 
 def test_prompt_outside_the_vocabulary_is_a_clear_message(browser, urls):
@@ -183,6 +184,27 @@ def test_generation_loop_matches_gpt_generate_call_by_call(sites):
         decoder = Recorder()
         out = generate(decoder, prompt, n, Sampler(SamplingParams(temperature=0)))
         expected.append([decoder.log, out[0].tolist()])
+    assert json.loads(r.stdout) == expected
+
+
+def test_top_k_and_top_p_keep_the_tokens_gpt_generate_keeps(sites):
+    """gpt.js's filterLogits against gpt.generate.filter_logits on random logits (rounded, so with ties)."""
+    rng = np.random.default_rng(0)
+    cases = []
+    for _ in range(300):
+        V = int(rng.integers(2, 70))
+        top_p = 1.0 if rng.random() < 0.3 else float(rng.uniform(0.01, 1))
+        cases.append([np.round(rng.normal(0, 3, V), 1).tolist(), int(rng.integers(0, V + 2)), top_p])
+    script = f"""
+        import {{ readFileSync }} from 'node:fs';
+        import {{ filterLogits }} from {json.dumps((sites['onnx'] / 'gpt.js').as_uri())};
+        const cases = JSON.parse(readFileSync(0, 'utf8'));
+        console.log(JSON.stringify(cases.map(([x, k, p]) => filterLogits(x, k, p).map(Number.isFinite))));
+    """
+    r = subprocess.run(["node", "--input-type=module", "-e", script], input=json.dumps(cases), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    expected = [np.isfinite(filter_logits(np.array([x]), k, p))[0].tolist() for x, k, p in cases]
     assert json.loads(r.stdout) == expected
 
 

@@ -152,6 +152,21 @@ function softmax(x) {
   return e.map((v) => v / sum);
 }
 
+/** gpt.generate.filter_logits: -Infinity outside the top-k (exactly k, ties by index) and outside the smallest
+ * set whose probability >= top_p. */
+export function filterLogits(logits, topK, topP) {
+  const x = Array.from(logits);
+  const ranked = () => x.map((_, i) => i).sort((i, j) => x[j] - x[i] || i - j);
+  if (topK > 0 && topK < x.length) ranked().slice(topK).forEach((i) => { x[i] = -Infinity; });
+  if (topP < 1) {
+    const order = ranked();
+    const probs = softmax(order.map((i) => x[i]));
+    let before = 0; // mass of the tokens ranked above each one
+    order.forEach((i, r) => { if (before >= topP) x[i] = -Infinity; before += probs[r]; });
+  }
+  return x;
+}
+
 /** Temperature, top-k and top-p as gpt.generate.Sampler does them; temperature 0 is argmax (first on ties). */
 export function makeSampler({ temperature, topK, topP, seed }) {
   const rand = random(seed);
@@ -159,15 +174,7 @@ export function makeSampler({ temperature, topK, topP, seed }) {
     let best = 0;
     for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
     if (temperature === 0) return best;
-    const x = Array.from(logits, (v) => (v - logits[best]) / temperature);
-    const ranked = () => x.map((_, i) => i).sort((i, j) => x[j] - x[i] || i - j);
-    if (topK > 0 && topK < x.length) ranked().slice(topK).forEach((i) => { x[i] = -Infinity; });
-    if (topP < 1) {
-      const order = ranked();
-      const probs = softmax(order.map((i) => x[i]));
-      let before = 0; // mass of the tokens ranked above each one
-      order.forEach((i, r) => { if (before >= topP) x[i] = -Infinity; before += probs[r]; });
-    }
+    const x = filterLogits(Array.from(logits, (v) => (v - logits[best]) / temperature), topK, topP);
     const probs = softmax(x);
     const total = probs.reduce((s, v) => s + v, 0);
     const u = rand() * total;
