@@ -5,9 +5,10 @@
 
 The site is `index.html`, our `gpt.js`, the model as `model.onnx`, and onnxruntime-web's wasm runtime (the
 version pinned in web/package.json, fetched by `npm ci` into web/node_modules on first use, never committed).
-Before writing it, the file is checked as the page will run it: opened by onnxruntime (metadata, as
-`gpt.sample` reads it), then by onnxruntime-web's wasm backend under Node (a prefill and a decode step
-through the site's own gpt.js). Both layouts run there; `onnx` is the faster one in a browser (see the README).
+The file is checked as the page will run it: opened by onnxruntime first (loadable, with our metadata, as
+`gpt.sample` reads it), then, once the site is written, by onnxruntime-web's wasm backend under Node (a prefill
+and a decode step through the site's own gpt.js). Both layouts run there; `onnx` is the faster one in a
+browser (see the README).
 """
 
 from __future__ import annotations

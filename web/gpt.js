@@ -1,7 +1,7 @@
 // The page's model code, with no framework: the file's metadata, a decoder for each export layout on
 // onnxruntime-web's wasm backend, the sampler, and the generation loop of gpt/generate.py (same window policy
 // past block_size, so greedy text equals `python -m gpt.sample --backend onnxruntime --temperature 0`).
-// Runs in a browser and under Node (export.web checks a file with it before writing the site).
+// Runs in a browser and under Node (export.web's check of a site's model runs it there: web/check.mjs).
 import * as ort from './ort.wasm.min.mjs';
 
 export { ort };
