@@ -96,7 +96,9 @@ export class Decoder {
   async run(ids, past) {
     const total = this.length + ids.length;
     const feeds = { input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [1, ids.length]) };
-    if (this.meta.layout === 'gqa') feeds.attention_mask = new ort.Tensor('int64', this.ones.subarray(0, total), [1, total]);
+    if (this.meta.layout === 'gqa') {
+      feeds.attention_mask = new ort.Tensor('int64', this.ones.subarray(0, total), [1, total]);
+    }
     this.pastNames.forEach((name, i) => { feeds[name] = past[i]; });
     const out = await this.session.run(feeds);
     this.past = this.pastNames.map((_, i) => out[`present.${Math.floor(i / 2)}.${i % 2 ? 'value' : 'key'}`]);
@@ -120,8 +122,8 @@ export class Decoder {
 export async function openModel(bytes, numThreads) {
   const meta = parseMetadata(readMetadataProps(bytes));
   if (numThreads !== undefined) ort.env.wasm.numThreads = numThreads;
-  const session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
-  return new Decoder(session, meta);
+  const options = { executionProviders: ['wasm'], graphOptimizationLevel: 'all' };
+  return new Decoder(await ort.InferenceSession.create(bytes, options), meta);
 }
 
 /** Sampling options checked as gpt.generate.SamplingParams checks them; returns an Error message or ''. */
@@ -130,7 +132,9 @@ export function checkParams({ temperature, topK, topP, seed, length }) {
   if (!(Number.isInteger(topK) && topK >= 0)) return `top-k must be an integer >= 0 (0 = off), got ${topK}`;
   if (!(topP > 0 && topP <= 1)) return `top-p must be in (0, 1], got ${topP}`;
   if (!Number.isInteger(seed)) return `seed must be an integer, got ${seed}`;
-  if (!(Number.isInteger(length) && length >= 0 && length <= 1_000_000)) return `length must be in [0, 1,000,000], got ${length}`;
+  if (!(Number.isInteger(length) && length >= 0 && length <= 1_000_000)) {
+    return `length must be in [0, 1,000,000], got ${length}`;
+  }
   return '';
 }
 
