@@ -11,7 +11,7 @@ BASE_CHECK := $(BASE_VENV)/check
 TINY_TRAIN := --n_layer 1 --n_head 2 --n_embd 32 --block_size 32 --dropout 0 --batch_size 8 --max_iters 30 \
 	--eval_interval 30 --eval_iters 2 --warmup_iters 5 --no-compile --no-progress
 
-.PHONY: install data demo train sample onnx sample-onnx test test-base bench lint clean
+.PHONY: install data demo train sample onnx sample-onnx test test-base bench lint web clean
 
 install: $(VENV)/.installed
 
@@ -84,6 +84,15 @@ bench: install
 
 lint: install
 	$(PY) -m ruff check .
+
+# `make web`: the static site of export.web (index.html, gpt.js, the model, onnxruntime-web fetched by npm) in
+# site/, served on 127.0.0.1 with the COOP/COEP headers that multi-threaded wasm needs. WEB_ONNX picks the file
+# (e.g. one exported with --attention onnx, the faster layout in a browser).
+WEB_ONNX ?= $(OUT)/model.onnx
+WEB_PORT ?= 8000
+web: install
+	$(PY) -m export.web --onnx $(WEB_ONNX) --out site
+	$(PY) -m export.serve site --port $(WEB_PORT)
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -1,5 +1,5 @@
 """Shared fixtures: one tiny checkpoint per session, overfit on a periodic text so its logits are
-decisive (greedy text then cannot flip on 1e-6 noise between backends)."""
+decisive (greedy text then cannot flip on 1e-6 noise between backends), and its ONNX exports (both layouts)."""
 
 from __future__ import annotations
 
@@ -39,4 +39,24 @@ def tiny_ckpt(tmp_path_factory, periodic_text_file) -> Path:
     out = tmp_path_factory.mktemp("ckpt")
     main(["--data", str(periodic_text_file), "--out-dir", str(out), *TINY, "--max_iters", "300",
           "--eval_interval", "150"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_ckpt, periodic_text_file, tmp_path_factory):
+    """(gqa fp32 path, int8 path, CLI stdout) of `export.onnx --quantize int8 --quantize int4 --genai --eval`."""
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    r = run_module("export.onnx", "--ckpt", str(tiny_ckpt), "--out", str(out), "--quantize", "int8",
+                   "--quantize", "int4", "--genai", "--eval", "--data", str(periodic_text_file), "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    return out, out.with_name("model.int8.onnx"), r.stdout
+
+
+@pytest.fixture(scope="session")
+def exported_std(tiny_ckpt, tmp_path_factory):
+    """The portable layout: `export.onnx --attention onnx` (standard opset-23 Attention, concat cache)."""
+    out = tmp_path_factory.mktemp("onnx-std") / "std.onnx"
+    r = run_module("export.onnx", "--ckpt", str(tiny_ckpt), "--out", str(out), "--attention", "onnx",
+                   "--threads", "1")
+    assert r.returncode == 0, r.stderr
     return out

@@ -171,6 +171,19 @@ CASES = [
     case("inspect top-k zero", "gpt.inspect", *INSPECT, "--top-k", "0", expect="--top-k must be >= 1, got 0"),
     case("inspect into a file", "gpt.inspect", "--ckpt", "{ckpt}", "--prompt", "the fox", "--out", "{a_file}",
          expect="report directory {a_file} exists and is a file; choose another --out"),
+    # ---- export.web / export.serve (the failures that come before npm and node are needed)
+    case("web from an ONNX file that does not exist", "export.web", "--onnx", "{nowhere}.onnx", "--out", "{fresh}",
+         expect="does not exist; export one with `python -m export.onnx --ckpt out`"),
+    case("web from a file that is not ONNX", "export.web", "--onnx", "{garbage_onnx}", "--out", "{fresh}",
+         expect="is not a loadable ONNX model (truncated or not ONNX?)"),
+    case("web from an ONNX file without our metadata", "export.web", "--onnx", "{foreign_onnx}", "--out", "{fresh}",
+         expect="lacks metadata vocab, block_size"),
+    case("web into a path that is a file", "export.web", "--onnx", "{garbage_onnx}", "--out", "{a_file}",
+         expect="--out {a_file} exists and is not a directory"),
+    case("serve a directory without a site", "export.serve", "{nowhere}",
+         expect="{nowhere} has no index.html; build it with `python -m export.web"),
+    case("serve on a port out of range", "export.serve", "{nowhere}", "--port", "70000",
+         expect="--port must be in [0, 65535], got 70000"),
 ]
 
 

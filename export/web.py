@@ -1,0 +1,109 @@
+"""Write a static site that samples an exported model in the browser: `python -m export.web --onnx out/model.onnx`.
+
+    python -m export.web --onnx out/model.onnx [--out site]
+    python -m export.serve site          # or any static host (see the README for the headers it should send)
+
+The site is `index.html`, our `gpt.js`, the model as `model.onnx`, and onnxruntime-web's wasm runtime (the
+version pinned in web/package.json, fetched by `npm ci` into web/node_modules on first use, never committed).
+The file is checked as the page will run it: opened by onnxruntime first (loadable, with our metadata, as
+`gpt.sample` reads it), then, once the site is written, by onnxruntime-web's wasm backend under Node (a prefill
+and a decode step through the site's own gpt.js). Both layouts run there; `onnx` is the faster one in a
+browser (see the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from gpt.decoders.ort_session import open_session
+from gpt.errors import ArgumentParser, GPTError, run_cli
+
+WEB = Path(__file__).resolve().parents[1] / "web"
+PACKAGE = "onnxruntime-web"
+PAGE_FILES = ("index.html", "gpt.js")
+RUNTIME_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+REEXPORT = "re-export it with `python -m export.onnx --ckpt out --attention onnx`"
+
+
+def pinned_version() -> str:
+    return json.loads((WEB / "package.json").read_text())["dependencies"][PACKAGE]
+
+
+def run_tool(args: list[str], what: str, timeout: float) -> subprocess.CompletedProcess:
+    """Run npm or node in web/; a missing tool or a failure is one line."""
+    try:
+        return subprocess.run(args, cwd=WEB, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise GPTError(f"{args[0]} is not installed; {what} needs Node.js and npm (Debian: "
+                       "`apt-get install nodejs npm`)") from None
+    except subprocess.TimeoutExpired:
+        raise GPTError(f"{what} took more than {timeout:.0f} s (`{' '.join(args)}` in {WEB})") from None
+
+
+def runtime_dir() -> Path:
+    """onnxruntime-web's dist/ folder at the pinned version, installed by `npm ci` when absent or stale."""
+    version = pinned_version()
+    package = WEB / "node_modules" / PACKAGE
+    installed = json.loads((package / "package.json").read_text())["version"] if package.is_dir() else None
+    if installed != version:
+        r = run_tool(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], f"fetching {PACKAGE} {version}",
+                     timeout=600)
+        if r.returncode != 0:
+            last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+            raise GPTError(f"`npm ci` in {WEB} could not fetch {PACKAGE} {version}: {last}")
+    return package / "dist"
+
+
+def check_on_wasm(site: Path, onnx: Path) -> str:
+    """The layout, once onnxruntime-web's wasm backend has run a prefill and a step of the site's model."""
+    r = run_tool(["node", "check.mjs", str(site.resolve())], "checking the model on onnxruntime-web", timeout=300)
+    if r.returncode != 0 or not r.stdout.startswith("ok "):
+        reason = " ".join((r.stdout + r.stderr).split())[:300] or f"node exited with status {r.returncode}"
+        raise GPTError(f"{onnx} cannot run on {PACKAGE} {pinned_version()} (wasm): {reason}; {REEXPORT}")
+    return r.stdout.split()[1]
+
+
+def build_site(onnx: Path, out: Path) -> str:
+    """Write the site into `out` and check its model on wasm; returns the model's layout."""
+    if out.exists() and not out.is_dir():
+        raise GPTError(f"--out {out} exists and is not a directory")
+    open_session(onnx, threads=1)  # loadable, and our metadata: the messages gpt.sample gives
+    dist = runtime_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in PAGE_FILES:
+        shutil.copyfile(WEB / name, out / name)
+    for name in RUNTIME_FILES:
+        shutil.copyfile(dist / name, out / name)
+    shutil.copyfile(onnx, out / "model.onnx")
+    return check_on_wasm(out, onnx)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="python -m export.web", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--onnx", type=Path, default=Path("out/model.onnx"), help="exported model (default: out/model.onnx)")
+    p.add_argument("--out", type=Path, default=Path("site"), help="directory to write (default: site)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    layout = build_site(args.onnx, args.out)
+    size = sum((args.out / n).stat().st_size for n in RUNTIME_FILES) / 1e6
+    print(f"wrote {args.out}/: {', '.join(PAGE_FILES)}, model.onnx ({layout} layout, "
+          f"{(args.out / 'model.onnx').stat().st_size / 1e6:.1f} MB), {PACKAGE} {pinned_version()} ({size:.1f} MB)")
+    if layout == "gqa":
+        print("note: the gqa layout runs on wasm at about half the tokens/s of the onnx layout (wasm copies every "
+              "input and output, so its in-place cache buys nothing there); `python -m export.onnx --ckpt out "
+              "--attention onnx --out out/web.onnx` writes the faster one")
+    print(f"serve it: python -m export.serve {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
