@@ -21,7 +21,8 @@ from gpt.model import GPT
 from gpt.tokenizer import CharTokenizer
 
 MAX_ITERS, EVAL = 48, 8
-REL = [*TINY, "--eval_iters", "2", "--max_iters", str(MAX_ITERS), "--eval_interval", str(EVAL)]
+# dropout > 0: training draws from the torch RNG, so a resume that failed to restore it would show
+REL = [*TINY, "--dropout", "0.1", "--eval_iters", "2", "--max_iters", str(MAX_ITERS), "--eval_interval", str(EVAL)]
 ARTIFACTS = {"config.json", "log.jsonl", "loss.png", "model.safetensors", "train_state.pt"}
 
 
@@ -225,3 +226,29 @@ def test_signal_handlers_are_restored_after_training():
         os.kill(os.getpid(), signal.SIGINT)  # the same Ctrl-C relayed (within 2 s): not an abort
         assert stop.signal == "SIGINT"
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+@pytest.mark.parametrize("fail_at", ["write", "replace"])
+def test_atomic_write_leaves_the_target_intact_when_the_write_fails(tmp_path, monkeypatch, fail_at):
+    """A writer that dies mid-way (a half-written temp file) or an os.replace that raises leaves the old file
+    byte for byte, and no temp file behind."""
+    from gpt import fsutil
+
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(b"old contents\n" * 100)
+
+    class Boom(OSError):
+        pass
+
+    def fail(*args, **kwargs):
+        raise Boom("disk full")
+
+    if fail_at == "replace":
+        monkeypatch.setattr(fsutil.os, "replace", fail)
+    else:  # the data reaches the temp file only in part, then the write fails
+        real_fsync = fsutil.os.fsync
+        monkeypatch.setattr(fsutil.os, "fsync", lambda fd: (real_fsync(fd), fail()))
+    with pytest.raises(Boom):
+        fsutil.atomic_write_bytes(target, b"new contents that never land\n" * 1000)
+    assert target.read_bytes() == b"old contents\n" * 100
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
