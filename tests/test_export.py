@@ -266,3 +266,22 @@ def test_export_errors_are_one_line(tmp_path, tiny_ckpt, exported, monkeypatch):
                                                        "batch": 1})
     with pytest.raises(GPTError, match="differ from PyTorch"):
         ex.main(["--ckpt", str(tiny_ckpt), "--out", str(tmp_path / "m.onnx")])
+
+
+def test_the_real_parity_gate_catches_a_model_that_disagrees(exported, model):
+    """parity() itself, not a stand-in: the exported file against a copy of its model with one weight nudged by
+    1e-3 must exceed the tolerance (and the unperturbed model must not)."""
+    import copy
+
+    from export.verify import TOLERANCE, parity, require_parity
+
+    path = exported[0]
+    same = parity(path, model, batch=2, steps=4)
+    assert max(same["prefill"], same["decode"]) <= TOLERANCE
+    nudged = copy.deepcopy(model)
+    with torch.no_grad():
+        nudged.h[0].mlp.c_fc.bias += 1e-3
+    diff = parity(path, nudged, batch=2, steps=4)
+    assert max(diff["prefill"], diff["decode"]) > TOLERANCE
+    with pytest.raises(GPTError, match="differ from PyTorch"):
+        require_parity(diff, path)
