@@ -26,6 +26,17 @@ def test_top_p_keeps_smallest_set_reaching_p():
     np.testing.assert_array_equal(np.isfinite(filter_logits(logits, top_p=0.4)), [[True, False, False, False]])
 
 
+def test_top_p_and_top_k_follow_each_token_not_its_index():
+    """Unsorted vocabularies, two rows in different orders: a mask applied in sorted order without mapping it
+    back to the tokens would keep the wrong ones."""
+    probs = np.array([0.05, 0.5, 0.15, 0.3])  # ranks: token 1, 3, 2, 0
+    rows = np.log(np.stack([probs, probs[::-1]]))
+    np.testing.assert_array_equal(np.isfinite(filter_logits(rows, top_p=0.79)),
+                                  [[False, True, False, True], [True, False, True, False]])
+    np.testing.assert_array_equal(np.isfinite(filter_logits(rows, top_k=3)),
+                                  [[False, True, True, True], [True, True, True, False]])
+
+
 def test_temperature_zero_is_argmax():
     logits = np.random.default_rng(0).normal(size=(3, 10))
     np.testing.assert_array_equal(Sampler(SamplingParams(temperature=0))(logits), logits.argmax(-1))
