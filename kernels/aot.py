@@ -4,7 +4,8 @@
 the triton wheel, which gives the cubin whose registers, stack (spills) and static shared memory `cuobjdump`
 (also shipped) reports. Triton's own `compiled.n_regs`/`n_spills` only exist after loading on a GPU.
 
-    python -m kernels.aot --table bench/results/kernel-aot.md    # every config, every shape, both archs
+    python -m kernels.aot --table FILE          # every candidate config, every shape, both archs (hours on 2 cores)
+    python -m kernels.aot --kept --table FILE   # the configs the autotuner keeps (bench/results/kernel-aot-kept.md)
 
 Compilation always runs in a subprocess (`python -m kernels.aot --worker`) with TRITON_INTERPRET=0: in a
 process without CUDA, `kernels.attention` turns the interpreter on at import (tests/test_kernels.py relies

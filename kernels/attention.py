@@ -252,9 +252,11 @@ def _configs(tiles: list[tuple[int, int, int]]) -> list[triton.Config]:
 
 _TILES = ((32, 32), (64, 32), (64, 64), (128, 32), (128, 64))
 CANDIDATE_CONFIGS = _configs([(m, n, w) for m, n in _TILES for w in (4, 8)])
-# The candidates each kernel keeps: compiled for sm_90 by `python -m kernels.aot` (bench/results/kernel-aot.md), these
-# spill no registers at head dims 32-128, except fp32 at d=128. fp32 uses exact FMA dots, which hold far more
-# registers than tensor-core dots: small tiles only, and at d=128 even 32x32 spills (no candidate is spill-free).
+# The candidates each kernel keeps (compiled for sm_90 and sm_80 by `python -m kernels.aot --kept`, table in
+# bench/results/kernel-aot-kept.md): every shape keeps >= 2 spill-free ones except fp32 at d=128; a few spill a
+# little for one head dim (e.g. dK/dV 128x32 w8 at d=32), where the autotuner's timing passes them over. fp32 uses
+# exact FMA dots, which hold far more registers than tensor-core dots: small tiles only, and at d=128 even 32x32
+# spills (no candidate is spill-free).
 _KEPT = {
     "half": {"forward": [(m, n, w) for m, n in ((64, 32), (64, 64), (128, 32), (128, 64)) for w in (4, 8)
                          if (m, n, w) != (128, 64, 4)],  # 128x64 on 4 warps spills at d=128
