@@ -80,7 +80,7 @@ def grid(kernels: Iterable[str] = KERNELS, dtypes: Iterable[str] = DTYPES, head_
         if kernel == "preprocess":  # launched with one fixed config
             cases.append(Case(kernel, dtype, d, arch, fa.PRE_BLOCK, 0, 4, 3))
             continue
-        configs = fa.cuda_configs(kernel, dtype) if kept_only else fa.CANDIDATE_CONFIGS
+        configs = fa.cuda_configs(kernel, dtype, d, arch) if kept_only else fa.CANDIDATE_CONFIGS
         cases += [Case(kernel, dtype, d, arch, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
                   for c in configs]
     return cases
@@ -93,7 +93,7 @@ def is_kept(case: Case) -> bool:
         return True
     return any((c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
                == (case.block_m, case.block_n, case.num_warps, case.num_stages)
-               for c in fa.cuda_configs(case.kernel, case.dtype))
+               for c in fa.cuda_configs(case.kernel, case.dtype, case.head_d, case.arch))
 
 
 def compile_cases(cases: Sequence[Case], timeout: float | None = None,

@@ -253,8 +253,8 @@ def _configs(tiles: list[tuple[int, int, int]]) -> list[triton.Config]:
 _TILES = ((32, 32), (64, 32), (64, 64), (128, 32), (128, 64))
 CANDIDATE_CONFIGS = _configs([(m, n, w) for m, n in _TILES for w in (4, 8)])
 # The candidates each kernel keeps (compiled for sm_90 and sm_80 by `python -m kernels.aot --kept`, table in
-# bench/results/kernel-aot-kept.md): every shape keeps >= 2 spill-free ones except fp32 at d=128; a few spill a
-# little for one head dim (e.g. dK/dV 128x32 w8 at d=32), where the autotuner's timing passes them over. fp32 uses
+# bench/results/kernel-aot-kept.md): spill-free, >= 2 per shape, once `_SPILLS` (below) drops the tiles that spill
+# for one arch and head dim; except fp32 at d=128 on sm_90. fp32 uses
 # exact FMA dots, which hold far more registers than tensor-core dots: small tiles only, and at d=128 even 32x32
 # spills (no candidate is spill-free).
 _KEPT = {
@@ -267,18 +267,37 @@ _KEPT = {
 PRE_BLOCK = 64  # rows per program of the backward preprocess on CUDA (one fixed config)
 
 
-def cuda_configs(kernel: str, dtype: str) -> list[triton.Config]:
-    """The autotune candidates kept for kernel ("forward", "dkdv", "dq") and input dtype ("fp16", "bf16", "fp32")."""
-    return _configs(_KEPT["fp32" if dtype == "fp32" else "half"][kernel])
+# Kept tiles (M, N, warps) that still spill for one (arch, kernel, precision, head dim), from
+# bench/results/kernel-aot-kept.md; each shape keeps >= 2 spill-free configs without them. (sm_90 fp32 at d=128
+# has no spill-free candidate at all, so nothing is dropped there.)
+_SPILLS = {
+    (80, "forward", "half", 128): {(64, 64, 4), (128, 32, 4)},
+    (80, "forward", "fp32", 128): {(64, 32, 8)},
+    (80, "dkdv", "half", 32): {(128, 32, 8)},
+    (80, "dq", "half", 32): {(128, 64, 8)},
+    (80, "dq", "half", 128): {(64, 64, 4), (128, 64, 8)},
+    (80, "dq", "fp32", 128): {(64, 32, 8)},
+    (90, "dkdv", "half", 32): {(128, 32, 8)},
+}
+
+
+def cuda_configs(kernel: str, dtype: str, head_d: int | None = None, arch: int | None = None) -> list[triton.Config]:
+    """The autotune candidates kept for kernel ("forward", "dkdv", "dq") and input dtype ("fp16", "bf16", "fp32");
+    given the head dim and the GPU's arch (80, 90), without the tiles measured to spill there."""
+    precision = "fp32" if dtype == "fp32" else "half"
+    spills = _SPILLS.get((arch, kernel, precision, head_d), set())
+    return _configs([t for t in _KEPT[precision][kernel] if t not in spills])
 
 
 def _prune(kernel: str):
-    """early_config_prune for one kernel's autotuner: the kept candidates for the inputs' dtype."""
+    """early_config_prune for one kernel's autotuner: the kept candidates for the inputs' dtype, head dim and GPU."""
     names = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
     def prune(configs: list[triton.Config], named_args: dict, **meta) -> list[triton.Config]:
+        q = named_args["Q"]
+        major, minor = torch.cuda.get_device_capability(q.device)
         kept = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
-                for c in cuda_configs(kernel, names[named_args["Q"].dtype])}
+                for c in cuda_configs(kernel, names[q.dtype], meta.get("HEAD_D"), 10 * major + minor)}
         return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in kept]
 
     return prune
