@@ -111,3 +111,35 @@ def test_compiled_decode_step_compiles_once_and_matches_eager(model):
         prompt, n, greedy = list(range(6)), 2 * CFG.block_size, SamplingParams(temperature=0)  # two re-prefills
         np.testing.assert_array_equal(generate(compiled, prompt, n, Sampler(greedy)),
                                       generate(eager, prompt, n, Sampler(greedy)))
+
+
+def test_every_decode_step_matches_recompute_across_re_prefills():
+    """Per-step logits, recorded through the Decoder interface, of the cached and the no-cache torch decoders
+    on random weights (every character of the window matters) through two re-prefills past block_size."""
+    import numpy as np
+
+    from gpt.decoders.torch_decoder import TorchDecoder
+    from gpt.generate import Sampler, SamplingParams, generate
+
+    class Recorder:
+        def __init__(self, decoder):
+            self.decoder, self.vocab, self.block_size, self.logits = decoder, decoder.vocab, decoder.block_size, []
+
+        def prefill(self, ids):
+            self.logits.append(self.decoder.prefill(ids))
+            return self.logits[-1]
+
+        def step(self, ids):
+            self.logits.append(self.decoder.step(ids))
+            return self.logits[-1]
+
+    torch.manual_seed(1)
+    fresh = GPT(CFG).eval()
+    vocab = [chr(33 + i) for i in range(CFG.vocab_size)]
+    cached, recomputed = Recorder(TorchDecoder(fresh, vocab)), Recorder(TorchDecoder(fresh, vocab, use_cache=False))
+    prompt, n = list(range(10)), 2 * CFG.block_size
+    for r in (cached, recomputed):
+        generate(r, prompt, n, Sampler(SamplingParams(temperature=0)))
+    assert len(cached.logits) == len(recomputed.logits) == n
+    for a, b in zip(cached.logits, recomputed.logits, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
