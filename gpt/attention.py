@@ -40,11 +40,14 @@ def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return attention_weights(q, k, mask).to(q.dtype) @ v
 
 
-def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, has_past: bool) -> torch.Tensor:
-    """`is_causal=True` is only right when queries and keys are the same positions, so a cache gets a mask."""
-    if not has_past:
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, has_past: bool,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
+    """`is_causal=True` is only right when queries and keys are the same positions, so a cache gets a mask
+    (its own, or the offset causal one)."""
+    if mask is None and not has_past:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    mask = offset_causal_mask(q.size(-2), k.size(-2), q.device)
+    if mask is None:
+        mask = offset_causal_mask(q.size(-2), k.size(-2), q.device)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
@@ -55,14 +58,10 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend:
     `mask` ([Tq, Tk] bool, True = visible) comes from a static cache whose buffer is longer than the keys
     written so far; without one, query i sees keys j <= i + Tk - Tq.
     """
-    if mask is not None and backend != "triton":
-        if backend == "naive":
-            return naive_attention(q, k, v, mask)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     if backend == "sdpa":
-        return sdpa_attention(q, k, v, has_past)
+        return sdpa_attention(q, k, v, has_past, mask)
     if backend == "naive":
-        return naive_attention(q, k, v)
+        return naive_attention(q, k, v, mask)
     if backend == "triton":
         from kernels.attention import flash_attention
 
