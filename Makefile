@@ -11,7 +11,7 @@ BASE_CHECK := $(BASE_VENV)/check
 TINY_TRAIN := --n_layer 1 --n_head 2 --n_embd 32 --block_size 32 --dropout 0 --batch_size 8 --max_iters 30 \
 	--eval_interval 30 --eval_iters 2 --warmup_iters 5 --no-compile --no-progress
 
-.PHONY: install data demo train sample onnx sample-onnx test test-base bench lint web clean
+.PHONY: install data demo train sample onnx sample-onnx quality test test-base mutants bench lint web clean
 
 install: $(VENV)/.installed
 
@@ -39,13 +39,21 @@ onnx: install
 sample-onnx: install
 	$(PY) -m gpt.sample --backend onnxruntime --ckpt $(OUT) --prompt "ROMEO:" --max-new-tokens 500 --stats
 
-demo: train sample onnx sample-onnx
+# The trained model's val loss and the share of its sampled words found in the training text.
+quality: install
+	$(PY) -m bench.quality --ckpt $(OUT)
+
+demo: train sample onnx sample-onnx quality
 
 test: data
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 	$(PY) -m pytest bench -q --bench-smoke --benchmark-disable -p no:cacheprovider
 	$(MAKE) --no-print-directory test-base
+
+# Deliberate bugs, each in a copy of the tree: the tests meant to catch them must fail (tests/mutants.py).
+mutants: data
+	$(PY) tests/mutants.py
 
 $(BASE_VENV)/.installed: pyproject.toml
 	rm -rf $(BASE_VENV)

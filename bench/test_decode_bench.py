@@ -12,6 +12,9 @@ it, marked †: its tokens/s barely depends on the length once the window slides
 `genai-loop` is onnxruntime-genai's own C++ loop (its greedy search) on the same file, batch 1, with our window
 policy applied from outside (bench.models.GenaiLoop); `genai-fp32` is its engine behind our decoder interface.
 
+Before any timing, each backend's greedy output is checked against eager PyTorch with a KV cache fed the same
+ids (`check_greedy`): a fast backend that writes the wrong text fails instead of being timed.
+
 Prefill: the time to first token for a full block_size prompt, batch 1 (decoder.prefill + argmax).
 """
 
@@ -23,11 +26,26 @@ import pytest
 from bench import common
 from bench.models import prompt_ids
 from bench.timing import measure, run_timed, timed
-from gpt.generate import Sampler, SamplingParams, generate
+from gpt.generate import Sampler, SamplingParams, forced_logits, generate
+
+# How far below the reference's best logit a backend's greedy token may be: fp32 backends differ by rounding
+# only (1e-5); quantized weights move random-weight logits by tenths.
+GREEDY_TOLERANCE = {"ort-int8": 0.5, "ort-int4": 1.0}
 
 
 def greedy() -> Sampler:
     return Sampler(SamplingParams(temperature=0.0))
+
+
+def check_greedy(out: np.ndarray, prompt: list[int], reference, backend: str) -> None:
+    """Every row of a greedy batch is the same, and each of its tokens is the reference's best (to the
+    backend's tolerance) given the tokens before it: the reference is teacher-forced on the backend's ids."""
+    assert (out == out[0]).all(), f"{backend}: greedy rows of one batch differ"
+    tokens = out[0].tolist()
+    tol = GREEDY_TOLERANCE.get(backend, 1e-3)
+    for i, (logits, token) in enumerate(zip(forced_logits(reference, prompt, tokens), tokens, strict=True)):
+        gap = float(logits[0].max() - logits[0, token])
+        assert gap <= tol, f"{backend}: step {i} chose token {token}, {gap:.4f} below the reference's best"
 
 
 @pytest.mark.parametrize("backend", common.DECODE_BACKENDS)
@@ -46,11 +64,13 @@ def test_decode(benchmark, preset, backend, batch, new_tokens, artifacts, decode
         short = min(32, new_tokens)
         out, t_short = run_timed(lambda: run(short))
         assert out.shape == (batch, short)
+        check_greedy(out, prompt, decoders(preset, common.KV_BASELINE), backend)
         cost = lambda n: sum(k for _, k in common.decode_calls(len(prompt), n, c.block_size))  # noqa: E731
         rounds = common.rounds_for(t_short * cost(new_tokens) / cost(short), bench_sizes, min_rounds=1)
     else:
         out, t = run_timed(run)
         assert out.shape == (batch, new_tokens)
+        check_greedy(out, prompt, decoders(preset, common.KV_BASELINE), backend)
         if backend == "compiled-kv":
             t = timed(run)
         rounds = common.rounds_for(t, bench_sizes)

@@ -58,6 +58,8 @@ class TrainConfig:
     eval_iters: int = 200
     log_interval: int = 10
     gradient_accumulation_steps: int = 1
+    optimizer: str = "adamw"  # or "muon": Muon for the blocks' matrices, AdamW for the rest (gpt/optim.py)
+    muon_lr: float = 6e-3  # Muon's peak rate (AdamW-matched scale); the schedule scales it like learning_rate
 
 
 @dataclass
@@ -72,8 +74,8 @@ PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         ModelConfig(block_size=128, n_layer=4, n_head=4, n_embd=192, dropout=0.0),
         TrainConfig(batch_size=32, max_iters=2000, learning_rate=2e-3, min_lr=2e-4, warmup_iters=100,
-                    lr_decay_iters=2000, eval_interval=250, eval_iters=20),
-        "trains on 2 CPU cores in 8 minutes, whichever CPU (max_iters is what fits: --time-budget)",
+                    lr_decay_iters=2000, eval_interval=250, eval_iters=20, optimizer="muon", muon_lr=1e-2),
+        "trains on 2 CPU cores in 8 minutes, whichever CPU (max_iters is what fits: --time-budget), with Muon",
         time_budget="8m",
     ),
     "shakespeare": Preset(

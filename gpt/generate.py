@@ -143,6 +143,31 @@ def generate(decoder: Decoder, prompt_ids: list[int], max_new_tokens: int, sampl
     return out
 
 
+class _Recorder:
+    """A decoder that keeps every logits array the one it wraps returns."""
+
+    def __init__(self, decoder: Decoder):
+        self.decoder, self.vocab, self.block_size, self.logits = decoder, decoder.vocab, decoder.block_size, []
+
+    def prefill(self, ids: np.ndarray) -> np.ndarray:
+        self.logits.append(self.decoder.prefill(ids))
+        return self.logits[-1]
+
+    def step(self, ids: np.ndarray) -> np.ndarray:
+        self.logits.append(self.decoder.step(ids))
+        return self.logits[-1]
+
+
+def forced_logits(decoder: Decoder, prompt_ids: list[int], tokens: list[int]) -> list[np.ndarray]:
+    """The logits `decoder` returns at each step of `generate` when the new tokens are `tokens`, given in
+    advance rather than sampled (teacher forcing): every backend then sees the same ids through the same
+    prefill/step/re-prefill calls, so their logits compare step by step (the parity tests and bench checks)."""
+    script = iter(tokens)
+    recorder = _Recorder(decoder)
+    generate(recorder, prompt_ids, len(tokens), lambda logits: np.full(logits.shape[0], next(script)))
+    return recorder.logits
+
+
 class TextGenerator:
     """The Python API: text in, text out, with the same options as `python -m gpt.sample`."""
 

@@ -2,7 +2,8 @@
 
 The same iteration count takes ~8 minutes on one 2-core machine and ~15 on another, so a budget is the
 portable unit. After a few untimed warm-up steps (compilation, allocator, caches) the loop times
-`CALIBRATION_STEPS` steps, takes the measured evaluation time, and fixes
+`CALIBRATION_STEPS` steps (their median: a VM's stalls must not shrink the run), takes the measured
+evaluation time, and fixes
 
     max_iters = done + (budget x SAFETY - elapsed - final evaluation) / (step + evaluation / eval_interval)
 
@@ -14,6 +15,7 @@ train_state.pt, so `--resume` continues the same schedule bit for bit instead of
 from __future__ import annotations
 
 import re
+import statistics
 
 from gpt.errors import GPTError
 
@@ -62,7 +64,7 @@ class BudgetPlanner:
         self.step_times.append(seconds)
         if len(self.step_times) < WARMUP_STEPS + CALIBRATION_STEPS:
             return None
-        step_s = sum(self.step_times[WARMUP_STEPS:]) / CALIBRATION_STEPS
+        step_s = statistics.median(self.step_times[WARMUP_STEPS:])  # one stalled step must not cost the run
         eval_s = self.eval_s if self.eval_s is not None else fallback_eval_s
         planned = plan_iters(self.budget_s, now - self.started, step_s, eval_s, self.eval_interval, done_iters,
                              eval_s * self.final_factor)

@@ -27,6 +27,8 @@ from gpt.errors import GPTError, run_cli
 from gpt.fsutil import check_dir, ensure_dir, fault_spec, remove_stale_temps
 from gpt.losses import estimate_loss, full_loss
 from gpt.model import GPT
+from gpt.optim import Optimizers
+from gpt.precision import choose_dtype
 from gpt.time_budget import BudgetPlanner, format_duration
 from gpt.tokenizer import CharTokenizer
 from gpt.train_log import LOG, append_log, plot_losses, truncate_log
@@ -43,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = Options(
         out_dir=args.out_dir, data=args.data, data_dir=args.data_dir, preset=args.preset, model=model_fields,
         train=train_cfg, attention=args.attention or "sdpa", device=device,
-        dtype=DTYPES.get(args.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32),
+        dtype=DTYPES.get(args.dtype),
         compile=device.type == "cuda" if args.compile is None else args.compile, seed=args.seed,
         resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress, time_budget=budget,
         max_iters_cap=train_cfg.max_iters if budget and args.cfg_max_iters else None, started=started)
@@ -94,24 +96,23 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
     block = model_cfg.block_size
     if o.attention == "triton" and device.type == "cpu":
         say("note: --attention triton on CPU runs in the Triton interpreter (TRITON_INTERPRET=1): slow, for tests")
-    amp = torch.autocast(device.type, dtype=o.dtype) if o.dtype != torch.float32 else nullcontext()
     scaler = grad_scaler(o.dtype, device)
 
     torch.manual_seed(o.seed)  # the same initial weights on every rank
     model = GPT(model_cfg, attention=o.attention).to(device)
     if dist.enabled:
         torch.manual_seed(o.seed + dist.rank)  # each rank its own dropout stream (and batches, below)
-    optimizer = torch.optim.AdamW(model.optimizer_groups(t.weight_decay), lr=t.learning_rate,
-                                  betas=(t.beta1, t.beta2), fused=device.type == "cuda")
+    optimizer = Optimizers(model, t, fused=device.type == "cuda")
     train_sampler = BatchSampler(train_data, block, t.batch_size, seed=o.seed + dist.rank)
     BatchSampler(val_data, block, t.batch_size, seed=0)  # a too-small val split fails now, not at eval
-    start_iter, best_val, log_path, decided = 0, float("inf"), out_dir / LOG, False
+    start_iter, best_val, log_path, decided, dtype = 0, float("inf"), out_dir / LOG, False, o.dtype
     if master:
         recover(out_dir)  # finish a checkpoint save a kill interrupted after its commit point
         remove_stale_temps(out_dir, (STATE, LOG, "loss.png"))
     if o.resume:
-        start_iter, best_val, notes, t, decided = resume(out_dir / STATE, model, optimizer, scaler, train_sampler, t,
-                                                         o.seed, data_sha256, dist, device)
+        start_iter, best_val, notes, t, decided, saved_dtype = resume(
+            out_dir / STATE, model, optimizer, scaler, train_sampler, t, o.seed, data_sha256, dist, device)
+        dtype = dtype or DTYPES.get(saved_dtype)
         for note in notes:
             say(f"note: {note}")
         if o.stop_after is not None and o.stop_after <= start_iter:
@@ -119,6 +120,12 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
         say(f"resuming from iteration {start_iter} (best val loss so far {best_val:.4f})")
     if master:  # rows past the resume point were written after the state was saved: they are redone
         truncate_log(log_path, start_iter)
+    precision = str(dtype).removeprefix("torch.") + (" (given)" if o.dtype else " (as the run started)")
+    if dtype is None:  # every rank takes rank 0's choice (each measured its own, noisy, step time)
+        dtype, precision = choose_dtype(model, t.batch_size, device)
+        dtype, precision = gather(dist, {"choice": (dtype, precision)})[0]["choice"]
+    amp = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    optimizer.use_dtype(dtype)
     budget = None  # a resumed run keeps the iteration count its first start decided (in train_state.pt)
     if o.time_budget and not decided:
         evals_final = 1 + len(val_data) / (2 * t.eval_iters * t.batch_size * block)  # + the full val pass
@@ -130,7 +137,7 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
 
         run = DistributedDataParallel(eval_model, device_ids=[device.index] if device.type == "cuda" else None)
     say(f"{model.num_params() / 1e6:.2f}M parameters, preset {o.preset}, {device.type}, attention {o.attention}, "
-        f"compile {'on' if o.compile else 'off'}, {len(train_data):,} train / {len(val_data):,} val tokens"
+        f"compile {'on' if o.compile else 'off'}, {precision}, {len(train_data):,} train / {len(val_data):,} val tokens"
         + (f", {dist.world} processes x {micro_steps} micro-steps" if dist.enabled else ""))
 
     def save_state(it: int) -> None:
@@ -138,7 +145,7 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
         if master:
             write_state(out_dir / STATE, it=it, best_val=best_val, model=model, optimizer=optimizer, scaler=scaler,
                         train_cfg=t, seed=o.seed, data_sha256=data_sha256, ranks=ranks,
-                        time_budget=o.time_budget if decided else None)
+                        time_budget=o.time_budget if decided else None, dtype=str(dtype).removeprefix("torch."))
 
     def evaluate(it: int) -> None:
         nonlocal best_val
@@ -172,8 +179,7 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
                     budget.observe_eval(time.perf_counter() - eval_start)
             t0 = time.perf_counter()
         step_start = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(it, t)
+        optimizer.set_lr(lr_at(it, t))
         losses = []
         for micro in range(micro_steps):
             x, y = (torch.from_numpy(a).to(device, non_blocking=True) for a in train_sampler.next())
@@ -184,12 +190,12 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
                     loss = loss * float("nan")
                 losses.append(loss.detach())
                 scaler.scale(loss / micro_steps).backward()
-        scaler.unscale_(optimizer)
+        optimizer.unscale_(scaler)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         check_finite(losses, grad_norm, scaler, it, out_dir)
-        scaler.step(optimizer)
+        optimizer.step(scaler)
         scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         if (it + 1) % t.log_interval == 0 and master:
             now = time.perf_counter()
             bar.set_postfix(loss=f"{loss.item():.4f}", tok_s=f"{tokens_per_iter * t.log_interval / (now - t0):,.0f}")
@@ -216,7 +222,7 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
         return 0
     if master:
         evaluate(end_iter)
-        finish(out_dir, val_data, block, device, amp, tokenizer)
+        finish(out_dir, val_data, block, device, tokenizer)
     return 0
 
 
@@ -239,12 +245,11 @@ def check_finite(losses: list[torch.Tensor], grad_norm: torch.Tensor, scaler, it
                        "kept (try a lower --learning_rate)")
 
 
-def finish(out_dir: Path, val_data: np.ndarray, block: int, device: torch.device, amp,
-           tokenizer: CharTokenizer) -> None:
-    """The best model's exact val loss (a full pass), recorded in its checkpoint; the loss plot."""
+def finish(out_dir: Path, val_data: np.ndarray, block: int, device: torch.device, tokenizer: CharTokenizer) -> None:
+    """The best model's exact val loss (a full pass in float32, whatever the training dtype), recorded in its
+    checkpoint; the loss plot."""
     best, _, manifest = load_checkpoint(out_dir, device=device)
-    with amp:
-        val = full_loss(best, val_data, block, device)
+    val = full_loss(best, val_data, block, device)
     save_checkpoint(out_dir, best, tokenizer, iter=manifest["iter"], val_loss=val, val_loss_kind="full pass",
                     val_loss_estimate=manifest.get("val_loss_estimate", manifest["val_loss"]))
     plot_losses(out_dir / LOG, out_dir / "loss.png")

@@ -12,6 +12,7 @@ import torch
 from gpt.attention import BACKENDS
 from gpt.config import PRESETS, ModelConfig, TrainConfig, get_preset
 from gpt.errors import ArgumentParser, GPTError
+from gpt.optim import OPTIMIZERS
 from gpt.time_budget import parse_duration
 from gpt.train_state import STATE
 
@@ -58,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "`make bench` measures compiled training steps no faster than eager ones)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
-                   help="autocast dtype (auto: bfloat16 on CUDA, float32 on CPU)")
+                   help="autocast dtype (auto: bfloat16 on CUDA; on a CPU bfloat16 only where it has AMX or "
+                        "AVX512-BF16 and a probe of the training step measures it faster, else float32; the "
+                        "final val loss is always a float32 full pass)")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--resume", action="store_true", help=f"continue from --out-dir/{STATE}")
     p.add_argument("--stop-after", type=int, metavar="N",
@@ -72,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     for f in (*fields(ModelConfig), *fields(TrainConfig)):
         if f.name == "vocab_size":
             continue
-        kind = parse_bool if f.type in (bool, "bool") else {"int": int, "float": float}.get(str(f.type), f.type)
+        kind = parse_bool if f.type in (bool, "bool") else {"int": int, "float": float, "str": str}[str(f.type)]
         names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         group.add_argument(*names, dest=f"cfg_{f.name}", type=kind, default=None, metavar=f.name.upper())
     return p
@@ -87,7 +90,9 @@ def validate(t: TrainConfig, args: argparse.Namespace) -> None:
     for name in ("warmup_iters", "lr_decay_iters"):
         if getattr(t, name) < 0:
             raise GPTError(f"--{name} must be >= 0, got {getattr(t, name)}")
-    for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
+    if t.optimizer not in OPTIMIZERS:
+        raise GPTError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {t.optimizer!r}")
+    for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "muon_lr"):
         value = getattr(t, name)
         if not (math.isfinite(value) and value >= 0):
             raise GPTError(f"--{name} must be a finite number >= 0, got {value}")
@@ -110,7 +115,7 @@ class Options:
     train: TrainConfig
     attention: str
     device: torch.device
-    dtype: torch.dtype  # autocast dtype (float32: no autocast)
+    dtype: torch.dtype | None  # autocast dtype (float32: no autocast; None: gpt.precision decides)
     compile: bool
     seed: int
     resume: bool

@@ -50,14 +50,14 @@ def set_rng_state(state: dict, sampler: BatchSampler, device: torch.device) -> N
 
 
 def write_state(path: Path, *, it: int, best_val: float, model: GPT, optimizer, scaler, train_cfg: TrainConfig,
-                seed: int, data_sha256: str, ranks: list[dict], time_budget: float | None) -> None:
+                seed: int, data_sha256: str, ranks: list[dict], time_budget: float | None, dtype: str) -> None:
     """The state as of the start of iteration `it`; `ranks` holds every rank's rng_state; `time_budget` is set
-    once a budget has decided train_cfg.max_iters (a resume keeps that decision)."""
+    once a budget has decided train_cfg.max_iters (a resume keeps that decision, and the autocast `dtype`)."""
     state = {
         "version": STATE_VERSION, "iter": it, "best_val": best_val, "model": model.state_dict(),
         "optimizer": optimizer.state_dict(), "model_config": model.config.to_dict(),
         "train_config": json.dumps(asdict(train_cfg)), "seed": seed, "world_size": len(ranks),
-        "data_sha256": data_sha256, "ranks": ranks, "scaler": scaler.state_dict(),  # {} when disabled
+        "data_sha256": data_sha256, "ranks": ranks, "dtype": dtype, "scaler": scaler.state_dict(),  # {} when disabled
         "time_budget": {"seconds": time_budget, "max_iters": train_cfg.max_iters,
                         "lr_decay_iters": train_cfg.lr_decay_iters} if time_budget else {},
     }
@@ -112,9 +112,11 @@ def changes(state: dict, t: TrainConfig, seed: int, data_sha256: str) -> list[st
 
 
 def resume(path: Path, model: GPT, optimizer, scaler, sampler: BatchSampler, train_cfg: TrainConfig, seed: int,
-           data_sha256: str, dist: Dist, device: torch.device) -> tuple[int, float, list[str], TrainConfig, bool]:
+           data_sha256: str, dist: Dist, device: torch.device
+           ) -> tuple[int, float, list[str], TrainConfig, bool, str | None]:
     """Load train_state.pt into the run. Returns the iteration to start at, the best val loss so far, notes to
-    print, the train config (with the iteration count a time budget decided, if one did) and whether one did."""
+    print, the train config (with the iteration count a time budget decided, if one did), whether one did and
+    the autocast dtype the run trained in (None in states saved before it was recorded)."""
     state = load_state(path, model, optimizer, model.config, device)
     start_iter, best_val = int(state["iter"]), float(state["best_val"])
     decided = state.get("time_budget") or {}
@@ -131,4 +133,4 @@ def resume(path: Path, model: GPT, optimizer, scaler, sampler: BatchSampler, tra
                      "training continues, but with other batches than an uninterrupted run")
         sampler.reseed(seed + dist.rank + 1_000_003 * start_iter)
         torch.manual_seed(seed + dist.rank + 1_000_003 * start_iter)
-    return start_iter, best_val, notes, train_cfg, bool(decided)
+    return start_iter, best_val, notes, train_cfg, bool(decided), state.get("dtype")

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PERIODIC_TEXT = "the quick brown fox jumps over the lazy dog; ROMEO: wherefore art thou?\n" * 300
 TINY = ["--n_layer", "2", "--n_head", "2", "--n_embd", "32", "--block_size", "32", "--dropout", "0",
         "--batch_size", "16", "--learning_rate", "3e-3", "--min_lr", "3e-4", "--warmup_iters", "10",
-        "--eval_iters", "5", "--no-compile", "--no-progress"]
+        "--eval_iters", "5", "--no-compile", "--no-progress", "--dtype", "float32"]  # no probe: same dtype every run
 
 
 def run_module(module: str, *args: str, env: dict | None = None, timeout: float = 300,
@@ -39,6 +39,29 @@ def tiny_ckpt(tmp_path_factory, periodic_text_file) -> Path:
     out = tmp_path_factory.mktemp("ckpt")
     main(["--data", str(periodic_text_file), "--out-dir", str(out), *TINY, "--max_iters", "300",
           "--eval_interval", "150"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def shakespeare_slice(tmp_path_factory) -> Path:
+    """The first 100,000 characters of Tiny Shakespeare (prepared by `make data`): real text, where logits
+    are not near-certain as on the periodic text."""
+    source = ROOT / "data" / "tinyshakespeare" / "input.txt"
+    if not source.is_file():
+        pytest.fail(f"{source} is missing: run `make data` (or `python -m gpt.data`) first")
+    path = tmp_path_factory.mktemp("data") / "shakespeare-100k.txt"
+    path.write_text(source.read_text()[:100_000])
+    return path
+
+
+@pytest.fixture(scope="session")
+def shakespeare_ckpt(tmp_path_factory, shakespeare_slice) -> Path:
+    """The tiny model trained 150 steps on real text with Muon (a few seconds)."""
+    from gpt.train import main
+
+    out = tmp_path_factory.mktemp("ckpt-shakespeare")
+    main(["--data", str(shakespeare_slice), "--out-dir", str(out), *TINY, "--max_iters", "150",
+          "--eval_interval", "75", "--optimizer", "muon", "--muon_lr", "1e-2"])
     return out
 
 

@@ -1,20 +1,31 @@
-"""Every bad input gets a clear answer: through the real CLIs (subprocesses), each case below exits non-zero
-with exactly one line on stderr, `error: ...`, naming the problem (and the fix where one helps), and no
-traceback. The cases run concurrently once per module; each row of the table is its own test."""
+"""Every bad input gets a clear answer: through the real CLIs, each case below exits non-zero with exactly one
+line on stderr, `error: ...`, naming the problem (and the fix where one helps), and no traceback. Each row of
+the table is its own test.
+
+Every file and format case runs as a subprocess, as a user runs it (a few at a time). The command-line
+validation rows (the error names an option) run in this process through the same entry point, `run_cli(main)`,
+with stdout and stderr captured: the same assertions without a fresh interpreter importing torch for each. The
+first row of each CLI stays a subprocess, so the real `python -m` path of every CLI is still exercised."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
 import torch
 from conftest import ROOT, TINY, run_module
+
+from gpt.errors import run_cli
 
 
 @dataclass(frozen=True)
@@ -144,6 +155,16 @@ CASES = [
          expect="--time-budget must be a positive duration such as 90s, 8m or 1h, got '5x'"),
     case("time budget zero", "gpt.train", *TRAIN, "--time-budget", "0m",
          expect="--time-budget must be a positive duration"),
+    case("time budget 0", "gpt.train", *TRAIN, "--time-budget", "0",
+         expect="--time-budget must be a positive duration"),
+    case("time budget negative", "gpt.train", *TRAIN, "--time-budget=-1m",
+         expect="--time-budget must be a positive duration such as 90s, 8m or 1h, got '-1m'"),
+    case("time budget words", "gpt.train", *TRAIN, "--time-budget", "abc",
+         expect="--time-budget must be a positive duration such as 90s, 8m or 1h, got 'abc'"),
+    case("unknown optimizer", "gpt.train", *TRAIN, "--optimizer", "sgd",
+         expect="--optimizer must be one of adamw, muon, got 'sgd'"),
+    case("muon learning rate negative", "gpt.train", *TRAIN, "--muon_lr", "-1",
+         expect="--muon_lr must be a finite number >= 0, got -1.0"),
     # ---- export.onnx
     case("export a checkpoint that does not exist", "export.onnx", "--ckpt", "{nowhere}",
          expect="checkpoint directory {nowhere} does not exist; train one with"),
@@ -254,14 +275,40 @@ def paths(tmp_path_factory, tiny_ckpt, periodic_text_file) -> dict[str, str]:
     return {k: str(v) for k, v in p.items()}
 
 
+def runs_in_process(c: Case) -> bool:
+    """A command-line validation row that is not its CLI's first row (that one stays a real subprocess)."""
+    first = next(other for other in CASES if other.module == c.module)
+    return c is not first and not c.needs_no_cuda and c.expect.startswith(("--", "argument "))
+
+
+def run_in_process(c: Case, paths: dict) -> subprocess.CompletedProcess:
+    """`python -m c.module args`, minus the fresh interpreter: run_cli(main) with stdout/stderr captured; an
+    exception run_cli lets through is printed as the interpreter would (a traceback the test then rejects)."""
+    module = importlib.import_module(c.module)
+    main = getattr(module, "main", None) or importlib.import_module(c.module + ".__main__").main
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            run_cli(main, [a.format(**paths) for a in c.args])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except Exception:
+            traceback.print_exc()
+            code = 1
+    return subprocess.CompletedProcess([c.module, *c.args], code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="module")
 def results(paths) -> dict[str, subprocess.CompletedProcess]:
-    """Every case's CLI run, a few at a time (each is a fresh interpreter, mostly waiting on imports)."""
+    """Every case's CLI run: the subprocess rows a few at a time (each a fresh interpreter, mostly waiting on
+    imports), then the in-process rows one by one."""
     def run(c: Case):
         return run_module(c.module, *(a.format(**paths) for a in c.args), env={"OMP_NUM_THREADS": "1"}, timeout=120)
 
+    separate = [c for c in CASES if not runs_in_process(c)]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(zip((c.id for c in CASES), pool.map(run, CASES), strict=True))
+        done = dict(zip((c.id for c in separate), pool.map(run, separate), strict=True))
+    return done | {c.id: run_in_process(c, paths) for c in CASES if runs_in_process(c)}
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])

@@ -84,6 +84,17 @@ def test_offset_causal_mask_with_past_keys(Tq, Tk):
     check_against_reference(*qkv(2, 2, Tq, Tk, 32))
 
 
+@pytest.mark.skipif(CUDA, reason="on CUDA autotune picks the tiles; test_half_precision_on_gpu covers them")
+@pytest.mark.parametrize("block_m, block_n", [(16, 16), (16, 64), (64, 16), (128, 32), (32, 128), (64, 64)])
+def test_every_tile_shape_autotune_may_pick(monkeypatch, block_m, block_n):
+    """The interpreter's fixed 32 x 32 tile, replaced by the GPU candidates' shapes (16-128, square and not):
+    the causal diagonal then crosses tiles at other offsets, forward and backward, with and without past keys."""
+    monkeypatch.setitem(fa._FIXED, "BLOCK_M", block_m)
+    monkeypatch.setitem(fa._FIXED, "BLOCK_N", block_n)
+    check_against_reference(*qkv(1, 2, 130, 130, 16))
+    check_against_reference(*qkv(1, 1, 37, 150, 32))
+
+
 def test_non_contiguous_inputs():
     """The model hands in transposed views of one [B, T, 3C] projection; strides are honoured."""
     B, T, H, D = 2, 37, 3, 16

@@ -119,27 +119,14 @@ def test_every_decode_step_matches_recompute_across_re_prefills():
     import numpy as np
 
     from gpt.decoders.torch_decoder import TorchDecoder
-    from gpt.generate import Sampler, SamplingParams, generate
-
-    class Recorder:
-        def __init__(self, decoder):
-            self.decoder, self.vocab, self.block_size, self.logits = decoder, decoder.vocab, decoder.block_size, []
-
-        def prefill(self, ids):
-            self.logits.append(self.decoder.prefill(ids))
-            return self.logits[-1]
-
-        def step(self, ids):
-            self.logits.append(self.decoder.step(ids))
-            return self.logits[-1]
+    from gpt.generate import forced_logits
 
     torch.manual_seed(1)
     fresh = GPT(CFG).eval()
     vocab = [chr(33 + i) for i in range(CFG.vocab_size)]
-    cached, recomputed = Recorder(TorchDecoder(fresh, vocab)), Recorder(TorchDecoder(fresh, vocab, use_cache=False))
-    prompt, n = list(range(10)), 2 * CFG.block_size
-    for r in (cached, recomputed):
-        generate(r, prompt, n, Sampler(SamplingParams(temperature=0)))
-    assert len(cached.logits) == len(recomputed.logits) == n
-    for a, b in zip(cached.logits, recomputed.logits, strict=True):
+    tokens = np.random.default_rng(0).integers(0, CFG.vocab_size, 2 * CFG.block_size).tolist()  # two re-prefills
+    cached = forced_logits(TorchDecoder(fresh, vocab), list(range(10)), tokens)
+    recomputed = forced_logits(TorchDecoder(fresh, vocab, use_cache=False), list(range(10)), tokens)
+    assert len(cached) == len(recomputed) == len(tokens)
+    for a, b in zip(cached, recomputed, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)

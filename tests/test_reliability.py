@@ -22,7 +22,8 @@ from gpt.tokenizer import CharTokenizer
 
 MAX_ITERS, EVAL = 48, 8
 # dropout > 0: training draws from the torch RNG, so a resume that failed to restore it would show
-REL = [*TINY, "--dropout", "0.1", "--eval_iters", "2", "--max_iters", str(MAX_ITERS), "--eval_interval", str(EVAL)]
+REL = [*TINY, "--dropout", "0.1", "--eval_iters", "2", "--max_iters", str(MAX_ITERS), "--eval_interval", str(EVAL),
+       "--optimizer", "adamw"]  # (the cpu preset's Muon has its own resume test)
 ARTIFACTS = {"config.json", "log.jsonl", "loss.png", "model.safetensors", "train_state.pt"}
 
 
@@ -70,9 +71,12 @@ def assert_same_run(a, b):
     assert torch.equal(sa["ranks"][0]["torch"], sb["ranks"][0]["torch"])
     for k, v in sa["model"].items():
         assert torch.equal(v, sb["model"][k]), k
-    for i, s in sa["optimizer"]["state"].items():
-        for k, v in s.items():
-            assert torch.equal(v, sb["optimizer"]["state"][i][k]), (i, k)
+    assert len(sa["optimizer"]) == len(sb["optimizer"])  # one state per optimizer (AdamW, or AdamW + Muon)
+    for part_a, part_b in zip(sa["optimizer"], sb["optimizer"], strict=True):
+        assert part_a["state"].keys() == part_b["state"].keys()
+        for i, s in part_a["state"].items():
+            for k, v in s.items():
+                assert torch.equal(v, part_b["state"][i][k]), (i, k)
 
 
 def assert_loadable(out):
@@ -104,19 +108,37 @@ def test_stop_after_then_resume_is_bit_identical(reference, tmp_path, periodic_t
     assert_same_run(reference, tmp_path)  # log.jsonl continues: rows 0..48, none twice
 
 
-def test_sigint_finishes_the_step_saves_exits_0_and_resumes_bit_identically(reference, tmp_path, periodic_text_file):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_finishes_the_step_saves_exits_0_and_resumes_bit_identically(reference, tmp_path,
+                                                                              periodic_text_file, sig):
     proc = popen_train(periodic_text_file, tmp_path)
     wait_for_line(proc, "iter 0:")
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     stopped = state(tmp_path)["iter"]
     assert 1 <= stopped < MAX_ITERS
-    assert f"SIGINT: finished iteration {stopped - 1}, saved state; continue with" in out and "--resume" in out
+    assert f"{sig.name}: finished iteration {stopped - 1}, saved state; continue with" in out and "--resume" in out
     r = train(periodic_text_file, tmp_path, "--resume")
     assert r.returncode == 0, r.stderr
     assert_same_run(reference, tmp_path)
+
+
+def test_muon_resume_is_bit_identical_and_needs_the_same_optimizer(tmp_path, periodic_text_file):
+    """Muon's momentum is part of the state: stop + resume equals one run; resuming it as AdamW is refused."""
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert train(periodic_text_file, whole, "--optimizer", "muon").returncode == 0
+    assert train(periodic_text_file, split, "--optimizer", "muon", "--stop-after", "20").returncode == 0
+    r = train(periodic_text_file, split, "--optimizer", "muon", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert_same_run(whole, split)
+    s = state(split)
+    assert json.loads(s["train_config"])["optimizer"] == "muon" and len(s["optimizer"]) == 2
+    assert any("momentum_buffer" in v for v in s["optimizer"][1]["state"].values())
+    r = train(periodic_text_file, split, "--resume", "--optimizer", "adamw")
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "the saved optimizer state has 2 part(s), --optimizer needs 1" in r.stderr
 
 
 # Each run of the chain is killed (SIGKILL, as kill -9) at a chosen point: the fault-injection points inside a

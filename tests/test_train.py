@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 from conftest import TINY, run_module
 
@@ -87,3 +88,132 @@ def test_time_budget_decides_max_iters_once_and_resume_keeps_it(tmp_path, period
     assert "time budget" not in second.stdout
     log = read_log(tmp_path)
     assert log[-1]["iter"] == n and {row["max_iters"] for row in log if row["iter"] >= 14} == {n}
+
+
+def test_a_five_second_budget_ends_in_four_to_eight_seconds(tmp_path, periodic_text_file, capsys):
+    """Timed from main() (after the imports a user waits for once): warm-up, calibration, evaluations, the
+    final full pass and the saves all fit; the decided max_iters is in the log and the state."""
+    import time
+
+    from gpt.train import main
+
+    start = time.perf_counter()
+    main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--time-budget", "5s",
+          "--eval_interval", "100"])
+    wall = time.perf_counter() - start
+    assert 4 <= wall <= 8, wall
+    n = torch.load(tmp_path / "train_state.pt", weights_only=True)["time_budget"]["max_iters"]
+    assert read_log(tmp_path)[-1]["iter"] == n and f"time budget 5 s: {n:,} iterations" in capsys.readouterr().out
+
+
+def test_a_cpu_without_bf16_trains_in_float32_and_says_so(tmp_path, periodic_text_file, monkeypatch, capsys):
+    from gpt import precision
+    from gpt.train import main
+
+    monkeypatch.setattr(precision, "bf16_hardware", lambda: None)
+    main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--max_iters", "2", "--dtype", "auto"])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "float32 (this CPU has no AMX or AVX512-BF16: bfloat16 would be emulated, slowly)" in first
+    assert torch.load(tmp_path / "train_state.pt", weights_only=True)["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("fp32_s, bf16_s, chosen", [(2.0, 1.0, torch.bfloat16), (1.0, 1.0, torch.float32),
+                                                    (1.0, 19.0, torch.float32)])
+def test_the_probe_picks_bf16_only_when_measured_faster(monkeypatch, fp32_s, bf16_s, chosen):
+    from gpt import precision
+
+    monkeypatch.setattr(precision, "bf16_hardware", lambda: "AMX")
+    monkeypatch.setattr(precision, "step_seconds", lambda m, x, dtype: bf16_s if dtype == torch.bfloat16 else fp32_s)
+    dtype, why = precision.choose_dtype(GPT(ModelConfig(block_size=8, n_layer=1, n_head=1, n_embd=8)), 2,
+                                        torch.device("cpu"))
+    assert dtype == chosen and f"measured {fp32_s / bf16_s:.2f}x float32 on this CPU's AMX" in why
+
+
+def test_the_probe_leaves_the_run_as_it_was():
+    """The probe's real timing steps draw no torch random numbers the run would see and leave no gradients."""
+    from gpt import precision
+
+    model = GPT(ModelConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8, dropout=0.5))
+    before = torch.get_rng_state()
+    seconds = precision.step_seconds(model, torch.randint(0, 11, (2, 8)), torch.float32)
+    assert seconds > 0 and all(p.grad is None for p in model.parameters())
+    torch.set_rng_state(before)
+    probe_rng = torch.get_rng_state()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(precision, "bf16_hardware", lambda: "AMX")
+        precision.choose_dtype(model, 2, torch.device("cpu"))
+    assert torch.equal(torch.get_rng_state(), probe_rng) and all(p.grad is None for p in model.parameters())
+
+
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
+    from dataclasses import replace
+
+    from gpt.optim import Optimizers
+
+    model = GPT(ModelConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8))
+    adamw, muon = Optimizers(model, replace(TrainConfig(), optimizer="muon", muon_lr=0.02)).parts
+    in_muon = {id(p) for g in muon.param_groups for p in g["params"]}
+    in_adamw = {id(p) for g in adamw.param_groups for p in g["params"]}
+    assert in_muon.isdisjoint(in_adamw) and in_muon | in_adamw == {id(p) for p in model.parameters()}
+    assert in_muon == {id(p) for p in model.h.parameters() if p.dim() == 2}
+    assert id(model.wte.weight) in in_adamw  # the embedding (and the head tied to it) is not a hidden matrix
+    opts = Optimizers(model, replace(TrainConfig(), optimizer="muon", muon_lr=0.02, learning_rate=1e-3))
+    opts.set_lr(5e-4)  # the schedule's value: Muon's rate follows it at muon_lr / learning_rate
+    assert [g["lr"] for g in opts.parts[1].param_groups] == [pytest.approx(1e-2)]
+    assert {g["lr"] for g in opts.parts[0].param_groups} == {5e-4}
+
+
+@pytest.mark.parametrize("loss, grad_norm, message", [(float("inf"), 1.0, "loss became inf at iteration 7"),
+                                                     (1.0, float("inf"), "gradient norm became inf at iteration 7"),
+                                                     (1.0, float("nan"), "gradient norm became nan at iteration 7")])
+def test_a_non_finite_loss_or_gradient_norm_stops_training(tmp_path, loss, grad_norm, message):
+    from gpt.errors import GPTError
+    from gpt.train import check_finite, grad_scaler
+
+    scaler = grad_scaler(torch.float32, torch.device("cpu"))
+    with pytest.raises(GPTError, match=message):
+        check_finite([torch.tensor(loss)], torch.tensor(grad_norm), scaler, 7, tmp_path)
+    check_finite([torch.tensor(1.0)], torch.tensor(1.0), scaler, 7, tmp_path)  # finite: no error
+
+
+def test_the_reported_val_loss_is_an_independent_full_pass(shakespeare_ckpt, shakespeare_slice):
+    """config.json's val loss (what gpt.train prints) = this test's own pass over the val split of real text:
+    every next-character prediction once, one window at a time, a float64 log-softmax of the model's logits."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    model, tokenizer, manifest = load_checkpoint(shakespeare_ckpt)
+    ids = np.asarray(tokenizer.encode(shakespeare_slice.read_text()))
+    val, block = ids[int(len(ids) * 0.9):], model.config.block_size
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(val) - 1, block):
+            window = torch.from_numpy(val[start:start + block + 1].astype(np.int64))
+            logits = model(window[None, :-1])[0][0].double()
+            total += F.cross_entropy(logits, window[1:], reduction="sum").item()
+            count += len(window) - 1
+    assert manifest["val_loss_kind"] == "full pass" and count == len(val) - 1
+    assert abs(manifest["val_loss"] - total / count) < 1e-5, (manifest["val_loss"], total / count)
+    assert manifest["val_loss"] < 3.0  # it learnt something: uniform over the vocabulary is ln(V) ~ 4
+
+
+def test_our_muon_is_torchs_muon_and_runs_in_float32_too():
+    """gpt/muon.py with a bfloat16 iteration = torch.optim.Muon ("match_rms_adamw"), bit for bit over three
+    steps; in float32 its orthogonalized update has every singular value near 1."""
+    from gpt.muon import Muon, orthogonalize
+
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(n, m) * 0.02) for n, m in ((24, 72), (96, 24))]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    a = Muon(ours, lr=1e-2, weight_decay=0.1, ns_dtype=torch.bfloat16)
+    b = torch.optim.Muon(theirs, lr=1e-2, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    for _ in range(3):
+        for p, q in zip(ours, theirs, strict=True):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        a.step()
+        b.step()
+    for p, q in zip(ours, theirs, strict=True):
+        assert torch.equal(p, q)
+    singular = torch.linalg.svdvals(orthogonalize(torch.randn(24, 72), dtype=torch.float32))
+    assert 0.6 < singular.min() and singular.max() < 1.3

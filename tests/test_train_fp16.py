@@ -61,12 +61,14 @@ def test_fp16_training_scales_steps_saves_and_resumes(tmp_path, periodic_text_fi
 
     monkeypatch.setattr(train, "grad_scaler", make)
     args = ["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--device", "cpu",
-            "--dtype", "float16", "--max_iters", "6", "--eval_interval", "3", "--gradient_accumulation_steps", "2"]
+            "--dtype", "float16", "--max_iters", "6", "--eval_interval", "3", "--gradient_accumulation_steps", "2",
+            "--optimizer", "muon"]
     assert train.main([*args, "--stop-after", "3"]) == 0
-    assert scalers[0].calls == ["scale", "scale", "unscale_", "step", "update"] * 3  # 2 micro-steps per step
+    # 2 micro-steps per step; both optimizers (AdamW and Muon) unscaled and stepped through the scaler
+    assert scalers[0].calls == ["scale", "scale", "unscale_", "unscale_", "step", "step", "update"] * 3
     saved = torch.load(tmp_path / train.STATE, weights_only=True)["scaler"]
     assert saved["scale"] == scalers[0].get_scale() and saved["_growth_tracker"] == scalers[0]._get_growth_tracker()
 
     assert train.main([*args, "--resume"]) == 0
     assert scalers[1].loaded == saved
-    assert scalers[1].calls.count("step") == 3
+    assert scalers[1].calls.count("step") == 2 * 3

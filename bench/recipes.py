@@ -1,0 +1,82 @@
+"""Training recipes compared at equal wall time: `python -m bench.recipes --budget 300s --out FILE.md`.
+
+Each variant is one `python -m gpt.train --preset cpu --time-budget B ...` run, one after another (never two
+at once: they would share the cores). The figure is the best model's float32 full-pass val loss, the one
+`gpt.train` prints at the end; the table also has the iterations the budget allowed and the wall time.
+Rows are appended to FILE.md (and FILE.json) as each run ends, so a stopped search keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import cpu_model
+
+VARIANTS: dict[str, list[str]] = {
+    "adamw (preset before)": ["--optimizer", "adamw"],
+    "muon 6e-3": ["--optimizer", "muon", "--muon_lr", "6e-3"],
+    "muon 1e-2": ["--optimizer", "muon", "--muon_lr", "1e-2"],
+    "muon 2e-2": ["--optimizer", "muon", "--muon_lr", "2e-2"],
+    "muon 1e-2, warmup 20": ["--optimizer", "muon", "--muon_lr", "1e-2", "--warmup_iters", "20"],
+    "muon 1e-2, adamw 4e-3": ["--optimizer", "muon", "--muon_lr", "1e-2", "--learning_rate", "4e-3",
+                              "--min_lr", "4e-4"],
+    "muon 1e-2, batch 16": ["--optimizer", "muon", "--muon_lr", "1e-2", "--batch_size", "16"],
+    "muon 1e-2, 6 x 192": ["--optimizer", "muon", "--muon_lr", "1e-2", "--n_layer", "6"],
+}
+
+
+def run(name: str, args: list[str], budget: str, data_dir: Path) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "gpt.train", "--preset", "cpu", "--time-budget", budget,
+                               "--data-dir", str(data_dir), "--out-dir", out, "--no-progress", *args],
+                              capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode:
+            return {"variant": name, "args": args, "error": proc.stderr.strip().splitlines()[-1]}
+        manifest = json.loads((Path(out) / "config.json").read_text())
+        rows = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
+    return {"variant": name, "args": args, "val_loss": manifest["val_loss"], "best_iter": manifest["iter"],
+            "iters": rows[-1]["max_iters"], "wall_s": round(wall, 1), "first_line": proc.stdout.splitlines()[0]}
+
+
+def table_row(r: dict) -> str:
+    if "error" in r:
+        return f"| {r['variant']} | `{' '.join(r['args'])}` | failed: {r['error']} | | |"
+    return (f"| {r['variant']} | `{' '.join(r['args'])}` | **{r['val_loss']:.4f}** | {r['iters']} | "
+            f"{r['wall_s']:.0f} s |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.recipes", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget", default="300s", help="each run's --time-budget (default 300s)")
+    p.add_argument("--out", type=Path, required=True, help="the markdown table to append to (and .json beside)")
+    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    p.add_argument("--only", nargs="*", choices=list(VARIANTS), help="run these variants only")
+    args = p.parse_args(argv)
+    if not args.out.exists():
+        args.out.write_text(f"# Recipes at equal wall time ({args.budget} each, `cpu` preset shape unless named)\n\n"
+                            f"CPU: {cpu_model()}, 2 threads. Val loss: the best model's float32 full pass.\n\n"
+                            "| variant | gpt.train options | val loss | iterations | wall |\n|---|---|---|---|---|\n")
+    results_path = args.out.with_suffix(".json")
+    results = json.loads(results_path.read_text()) if results_path.exists() else []
+    for name in args.only or VARIANTS:
+        result = run(name, VARIANTS[name], args.budget, args.data_dir)
+        result["budget"] = args.budget
+        results.append(result)
+        results_path.write_text(json.dumps(results, indent=1) + "\n")
+        with args.out.open("a") as f:
+            f.write(table_row(result) + "\n")
+        print(table_row(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Mutation testing by hand: `make mutants` (or `python tests/mutants.py [NAME ...]`).
+
+Each mutant below is a deliberate bug: one or more exact replacements in a file. For each, a temporary copy of
+the working tree gets the bug and runs the tests that should catch it; a mutant is *killed* when they fail.
+A survivor names a guarantee that no test checks. The unmutated copy runs the same tests first: they must pass,
+or a kill means nothing. Outside CI (minutes: every mutant runs its tests in a fresh copy).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str
+    edits: tuple[tuple[str, str], ...]  # (exact text, its replacement); each text must occur exactly once
+    tests: tuple[str, ...]
+
+
+MUTANTS = [
+    Mutant("resume forgets the torch RNG", "gpt/train_state.py",
+           (('    torch.set_rng_state(state["torch"])\n', "    pass\n"),),
+           ("tests/test_reliability.py::test_stop_after_then_resume_is_bit_identical",)),
+    Mutant("a save writes in place", "gpt/fsutil.py",
+           (('        with os.fdopen(fd, "wb") as f:\n',
+             '        os.close(fd)\n        with open(path, "wb") as f:\n'),),
+           ("tests/test_reliability.py::test_atomic_write_leaves_the_target_intact_when_the_write_fails",)),
+    Mutant("the no-cache decoder keeps its last 8 tokens", "gpt/decoders/torch_decoder.py",
+           (("self.window = torch.cat([self.window, x], dim=1)\n",
+             "self.window = torch.cat([self.window, x], dim=1)[:, -8:]\n"),),
+           ("tests/test_model.py::test_every_decode_step_matches_recompute_across_re_prefills",)),
+    Mutant("the cache mask sees one position ahead", "gpt/kv_cache.py",
+           (("return k_all, v_all, self.visible[input_pos]\n",
+             "return k_all, v_all, self.visible[(input_pos + 1).clamp(max=self.visible.size(0) - 1)]\n"),),
+           ("tests/test_model.py::test_kv_cache_equals_full_recompute",)),
+    Mutant("a top-p mask not mapped back to its tokens", "gpt/generate.py",
+           (("        np.put_along_axis(drop, order, drop_sorted, axis=-1)\n", "        drop = drop_sorted\n"),),
+           ("tests/test_sampler.py::test_top_p_and_top_k_follow_each_token_not_its_index",)),
+    Mutant("the parity gate compares nothing", "export/verify.py",
+           (("prefill_diff = float(np.abs(decoder.logits(ids) - ref.numpy()).max())", "prefill_diff = 0.0"),
+            ("decode_diff = max(decode_diff, float(np.abs(got - ref[:, -1].numpy()).max()))", "decode_diff = 0.0")),
+           ("tests/test_export.py::test_the_real_parity_gate_catches_a_model_that_disagrees",)),
+    Mutant("a resume forgets the time budget's decision", "gpt/train_state.py",
+           (('    decided = state.get("time_budget") or {}\n', "    decided = {}\n"),),
+           ("tests/test_train.py::test_time_budget_decides_max_iters_once_and_resume_keeps_it",)),
+    Mutant("the budget leaves out evaluation time", "gpt/time_budget.py",
+           (("    per_iter = step_s + eval_s / eval_interval\n", "    per_iter = step_s\n"),),
+           ("tests/test_train.py::test_time_budget_arithmetic",)),
+    Mutant("the dtype probe consumes the run's random numbers", "gpt/precision.py",
+           (("    torch.set_rng_state(rng)\n", "    pass\n"),),
+           ("tests/test_train.py::test_the_probe_leaves_the_run_as_it_was",)),
+    Mutant("Muon's state is not restored on resume", "gpt/optim.py",
+           (("            opt.load_state_dict(state)\n", "            pass\n"),),
+           ("tests/test_reliability.py::test_muon_resume_is_bit_identical_and_needs_the_same_optimizer",)),
+    Mutant("Muon also takes the embeddings", "gpt/optim.py",
+           (("[p for p in model.h.parameters() if p.dim() == 2]", "[p for p in model.parameters() if p.dim() == 2]"),),
+           ("tests/test_train.py::test_muon_takes_the_hidden_matrices_and_adamw_the_rest",)),
+    Mutant("Muon's step without AdamW's scale", "gpt/muon.py",
+           (('alpha=-group["lr"] * 0.2 * math.sqrt(max(p.shape))', 'alpha=-group["lr"]'),),
+           ("tests/test_train.py::test_our_muon_is_torchs_muon_and_runs_in_float32_too",)),
+    Mutant("the final val loss is the estimate", "gpt/train.py",
+           (("    val = full_loss(best, val_data, block, device)\n", '    val = manifest["val_loss"]\n'),),
+           ("tests/test_train.py::test_the_reported_val_loss_is_an_independent_full_pass",)),
+    Mutant("the full pass skips the last, shorter window", "gpt/data.py",
+           (("    if len(data) - 1 > n * block_size:\n", "    if False:\n"),),
+           ("tests/test_train.py::test_the_reported_val_loss_is_an_independent_full_pass",)),
+    Mutant("a non-finite gradient norm goes unnoticed", "gpt/train.py",
+           (("[*losses, grad_norm.to(losses[0])]", "losses"),),
+           ("tests/test_train.py::test_a_non_finite_loss_or_gradient_norm_stops_training",)),
+]
+
+
+def copy_tree(dest: Path) -> None:
+    """The working tree as git sees it (tracked and untracked, not ignored), with data/ linked in."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout.split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    if (ROOT / "data").exists():
+        (dest / "data").symlink_to(ROOT / "data")
+
+
+def apply(m: Mutant, tree: Path) -> None:
+    path = tree / m.file
+    text = path.read_text()
+    for old, new in m.edits:
+        if text.count(old) != 1:
+            raise SystemExit(f"mutant {m.name!r}: {old!r} occurs {text.count(old)} times in {m.file}, not once")
+        text = text.replace(old, new)
+    path.write_text(text)
+
+
+def run_tests(tree: Path, tests: tuple[str, ...]) -> tuple[int, float]:
+    start = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests], cwd=tree,
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)}, timeout=900)
+    return r.returncode, time.perf_counter() - start
+
+
+def main(names: list[str]) -> int:
+    chosen = [m for m in MUTANTS if not names or m.name in names]
+    if names and len(chosen) != len(names):
+        raise SystemExit(f"unknown mutant(s); choose from: {', '.join(repr(m.name) for m in MUTANTS)}")
+    tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+    with tempfile.TemporaryDirectory() as tmp:
+        clean = Path(tmp) / "clean"
+        copy_tree(clean)
+        code, seconds = run_tests(clean, tests)
+        if code:
+            raise SystemExit(f"the unmutated tests fail (exit {code}): fix them before counting mutants")
+        print(f"unmutated: {len(tests)} tests pass ({seconds:.0f} s)\n\n| mutant | file | result |\n|---|---|---|")
+        killed = 0
+        for i, m in enumerate(chosen):
+            tree = Path(tmp) / f"mutant-{i}"
+            copy_tree(tree)
+            apply(m, tree)
+            code, seconds = run_tests(tree, m.tests)
+            killed += code == 1
+            result = {0: "**survived**", 1: "killed"}.get(code, f"error (pytest exit {code})")
+            print(f"| {m.name} | {m.file} | {result} ({seconds:.0f} s) |", flush=True)
+            shutil.rmtree(tree)
+    print(f"\nscore: {killed} of {len(chosen)} mutants killed")
+    return 0 if killed == len(chosen) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
