@@ -19,8 +19,8 @@ import statistics
 
 from gpt.errors import GPTError
 
-WARMUP_STEPS = 3
-CALIBRATION_STEPS = 10
+WARMUP_STEPS = 5  # the first steps of a run are slower (allocations, caches): not timed
+CALIBRATION_STEPS = 20
 SAFETY = 0.95  # headroom for timing noise and the last checkpoint write
 UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
 
