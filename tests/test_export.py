@@ -119,6 +119,25 @@ def test_every_decode_step_matches_torch_recompute_across_re_prefills(exported, 
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=0, err_msg=f"step {step}")
 
 
+def test_the_traced_sdpa_layout_exports_at_opset_18_and_decodes_like_pytorch(tiny_ckpt, tmp_path):
+    """`--attention sdpa --opset 18` (the model's own attention traced op by op, for older runtimes and
+    onnxruntime-web): the export's parity gate passes, and every decode step matches torch recompute."""
+    import export.onnx as ex
+    from gpt.decoders import open_decoder
+    from gpt.generate import forced_logits
+
+    out = tmp_path / "sdpa18.onnx"
+    assert ex.main(["--ckpt", str(tiny_ckpt), "--attention", "sdpa", "--opset", "18", "--out", str(out),
+                    "--threads", "1"]) == 0
+    assert {o.domain: o.version for o in onnx.load(str(out)).opset_import}[""] == 18
+    decoder = open_decoder("onnxruntime", out, threads=1)
+    tokens = np.random.default_rng(1).integers(0, len(decoder.vocab), decoder.block_size + 8).tolist()
+    ours = forced_logits(decoder, [0, 1, 2], tokens)
+    recomputed = forced_logits(open_decoder("torch", tiny_ckpt, use_cache=False), [0, 1, 2], tokens)
+    for step, (a, b) in enumerate(zip(ours, recomputed, strict=True)):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=0, err_msg=f"step {step}")
+
+
 def test_gqa_cache_is_written_in_place(exported, model):
     """Past and present are one buffer: the bound OrtValues never move, the graph's `present` outputs are
     those very buffers, and a step writes its keys/values into them."""

@@ -212,6 +212,26 @@ def test_twenty_training_steps_match_sdpa():
     assert losses["triton"][-1] < losses["triton"][0]
 
 
+def test_triton_attention_with_a_kv_cache_matches_recompute_every_step():
+    """Decoding through the static KV cache with the Triton kernel (it takes the cache's written prefix) gives
+    the logits of recomputing the whole window, at every step and across a re-prefill."""
+    import numpy as np
+
+    from gpt.decoders.torch_decoder import TorchDecoder
+    from gpt.generate import forced_logits
+
+    model = tiny_gpt("triton").eval()
+    vocab = [chr(65 + i) for i in range(17)]
+    tokens = np.random.default_rng(0).integers(0, 17, 20).tolist()  # block 16: one re-prefill
+    calls = fa.CALLS["forward"]
+    cached = forced_logits(TorchDecoder(model, vocab), [1, 2, 3], tokens)
+    assert fa.CALLS["forward"] > calls
+    model.set_attention("sdpa")
+    recomputed = forced_logits(TorchDecoder(model, vocab, use_cache=False), [1, 2, 3], tokens)
+    for step, (a, b) in enumerate(zip(cached, recomputed, strict=True)):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=0, err_msg=f"step {step}")
+
+
 def test_cli_trains_with_triton_attention(periodic_text_file, tmp_path: Path):
     r = run_module("gpt.train", "--data", str(periodic_text_file), "--out-dir", str(tmp_path), "--attention",
                    "triton", *TINY, "--max_iters", "3", "--eval_interval", "100", "--eval_iters", "2")
