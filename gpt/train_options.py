@@ -30,6 +30,10 @@ Every file is replaced atomically; a kill at any instant leaves a loadable check
 SIGTERM, kill -9) and resuming gives the same losses and weights, bit for bit, as one uninterrupted run.
 Ctrl-C or SIGTERM finishes the current step, saves, and exits 0 (a second Ctrl-C aborts at once).
 
+Optimizer: `--optimizer muon` (the cpu preset's) steps the blocks' matrices with Muon at `--muon_lr` and
+everything else with AdamW at `--learning_rate`; `--optimizer adamw` uses AdamW for all (nanoGPT's).
+Precision: `--dtype auto` measures bfloat16 against float32 on this machine (see --dtype below).
+
 Several GPUs or nodes: `torchrun --nproc_per_node=N -m gpt.train ... --gradient_accumulation_steps K`
 (K a multiple of the number of processes: the global batch stays batch_size * K sequences).
 """
