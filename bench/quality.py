@@ -9,11 +9,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 
-from gpt.errors import GPTError, run_cli
+from gpt.errors import ArgumentParser, GPTError, run_cli
 
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
 
@@ -32,7 +31,7 @@ def word_coverage(sample: str, corpus: str) -> tuple[float, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__,
+    p = ArgumentParser(prog="python -m bench.quality", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", type=Path, default=Path("out"), help="checkpoint directory (default: out)")
     p.add_argument("--data", type=Path, help="the training text (default: Tiny Shakespeare from --data-dir)")
@@ -41,12 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--seed", type=int, default=1337)
     args = p.parse_args(argv)
+    if args.chars < 1:
+        raise GPTError(f"--chars must be >= 1, got {args.chars}")
+    from gpt.checkpoint import read_manifest
     from gpt.data import load_shakespeare, load_text
     from gpt.decoders import open_decoder
     from gpt.generate import TextGenerator
 
     corpus = load_text(args.data) if args.data else load_shakespeare(args.data_dir)
-    manifest = json.loads((args.ckpt / "config.json").read_text()) if (args.ckpt / "config.json").is_file() else {}
+    manifest = read_manifest(args.ckpt)
     text = TextGenerator(open_decoder("torch", args.ckpt)).generate("\n", args.chars, args.temperature,
                                                                      seed=args.seed)[0]
     share, n = word_coverage(text, corpus)

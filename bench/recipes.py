@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from bench.common import cpu_model
+from gpt.errors import ArgumentParser, run_cli
 
 VARIANTS: dict[str, list[str]] = {
     "adamw (preset before)": ["--optimizer", "adamw"],
@@ -54,7 +55,7 @@ def table_row(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.recipes", description=__doc__,
+    p = ArgumentParser(prog="python -m bench.recipes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", default="300s", help="each run's --time-budget (default 300s)")
     p.add_argument("--out", type=Path, required=True, help="the markdown table to append to (and .json beside)")
@@ -79,4 +80,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

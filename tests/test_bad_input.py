@@ -205,6 +205,16 @@ CASES = [
          expect="{nowhere} has no index.html; build it with `python -m export.web"),
     case("serve on a port out of range", "export.serve", "{nowhere}", "--port", "70000",
          expect="--port must be in [0, 65535], got 70000"),
+    # ---- bench.quality / bench.recipes (the model-quality check and the recipe search)
+    case("quality of a checkpoint that does not exist", "bench.quality", "--ckpt", "{nowhere}", "--data", "{text}",
+         expect="does not exist; train one with `python -m gpt.train --out-dir DIR`"),
+    case("quality with zero characters", "bench.quality", "--ckpt", "{ckpt}", "--data", "{text}", "--chars", "0",
+         expect="--chars must be >= 1, got 0"),
+    case("quality with characters not a number", "bench.quality", "--ckpt", "{ckpt}", "--chars", "many",
+         expect="argument --chars: invalid int value: 'many' (see `python -m bench.quality --help`)"),
+    case("recipes without --out", "bench.recipes", expect="the following arguments are required: --out"),
+    case("recipes of an unknown variant", "bench.recipes", "--out", "{fresh}.md", "--only", "sgd",
+         expect="argument --only: invalid choice: 'sgd'"),
 ]
 
 

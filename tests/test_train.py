@@ -217,3 +217,14 @@ def test_our_muon_is_torchs_muon_and_runs_in_float32_too():
         assert torch.equal(p, q)
     singular = torch.linalg.svdvals(orthogonalize(torch.randn(24, 72), dtype=torch.float32))
     assert 0.6 < singular.min() and singular.max() < 1.3
+
+
+def test_word_coverage_counts_the_sample_words_found_in_the_corpus():
+    """bench.quality's second number: lower-cased words (inner apostrophes kept), each occurrence counted."""
+    from bench.quality import word_coverage
+    from gpt.errors import GPTError
+
+    corpus = "ROMEO: O, she doth teach the torches to burn bright! 'Tis but thy name."
+    assert word_coverage("Romeo doth teach thee; 'tis grath grath", corpus) == (4 / 7, 7)
+    with pytest.raises(GPTError, match="no words"):
+        word_coverage("!? 12 --", corpus)
