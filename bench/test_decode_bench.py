@@ -26,7 +26,8 @@ import pytest
 from bench import common
 from bench.models import prompt_ids
 from bench.timing import measure, run_timed, timed
-from gpt.generate import Sampler, SamplingParams, forced_logits, generate
+from gpt.generate import forced_logits, generate
+from gpt.sampler import Sampler, SamplingParams
 
 # How far below the reference's best logit a backend's greedy token may be: fp32 backends differ by rounding
 # only (1e-5); quantized weights move random-weight logits by tenths.

@@ -54,21 +54,24 @@ class GQACache:
     """Each layer's attention is ONE `com.microsoft.GroupQueryAttention` op whose past and present are the
     same [B, H, block_size, D] buffer when the caller binds them so: it writes the new keys/values at
     position `seqlens_k - T + 1` and attends over the first `seqlens_k + 1`. `num_heads == kv_num_heads` makes
-    it plain multi-head attention; `do_rotary` stays 0 (our positions are learned embeddings)."""
+    it plain multi-head attention; `do_rotary` stays 0 (our positions are learned embeddings).
+
+    Each row's length is its own: row b of `attention_mask` holds ones for its `lengths[b]` positions (past
+    + new) and zeros after them, so rows at different lengths decode in one step (continuous batching), and
+    the new tokens' positions are `lengths[b] - T .. lengths[b] - 1`, per row."""
 
     attends = True
 
     def __init__(self, buffers: list[tuple[torch.Tensor, torch.Tensor]], attention_mask: torch.Tensor,
-                 seq_len: int, n_embd: int, n_head: int):
+                 n_embd: int, n_head: int):
         self.buffers, self.present = buffers, list(buffers)
         self.n_embd, self.n_head = n_embd, n_head
-        self.total = attention_mask.size(1)
-        self.seq_len = seq_len
-        self.seqlens_k = (attention_mask.sum(1) - 1).to(torch.int32)
-        self.total_length = torch.full((), self.total, dtype=torch.int32)
+        self.lengths = attention_mask.sum(1, keepdim=True)  # [B, 1]
+        self.seqlens_k = (self.lengths[:, 0] - 1).to(torch.int32)
+        self.total_length = torch.full((), attention_mask.size(1), dtype=torch.int32)
 
     def reserve(self, n: int) -> torch.Tensor:
-        return torch.arange(self.total - n, self.total)
+        return self.lengths - n + torch.arange(n)  # [B, n]: each row's own positions
 
     def attend(self, layer: int, qkv: torch.Tensor) -> torch.Tensor:
         pk, pv = self.buffers[layer]
@@ -97,7 +100,7 @@ class ExportWrapper(nn.Module):
             past = list(rest)
         pairs = [(past[2 * i], past[2 * i + 1]) for i in range(c.n_layer)]
         if self.attention == "gqa":
-            cache = GQACache(pairs, mask, input_ids.size(1), c.n_embd, c.n_head)
+            cache = GQACache(pairs, mask, c.n_embd, c.n_head)
         elif self.attention == "onnx":
             cache = OnnxAttentionCache(pairs, c.n_embd, c.n_head)
         else:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from gpt.errors import GPTError
+from gpt.sampler import Sampler, SamplingParams
 from gpt.tokenizer import CharTokenizer, UnknownCharacterError
 
 MAX_NEW_TOKENS = 1_000_000
@@ -31,79 +31,20 @@ class Decoder(Protocol):
     def step(self, ids: np.ndarray) -> np.ndarray: ...
 
 
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.8
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 1337
-
-    def __post_init__(self) -> None:
-        if not self.temperature >= 0:
-            raise GPTError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if self.top_k < 0:
-            raise GPTError(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise GPTError(f"--top-p must be in (0, 1], got {self.top_p}")
-
-
-def filter_logits(logits: np.ndarray, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
-    """Set to -inf every logit outside the top-k and outside the smallest set whose probability >= top_p."""
-    if top_k == 0 and top_p >= 1.0:
-        return logits
-    logits = np.array(logits, dtype=np.float64)
-    V = logits.shape[-1]
-    if 0 < top_k < V:
-        order = np.argsort(-logits, axis=-1, kind="stable")
-        drop = np.ones_like(logits, dtype=bool)
-        np.put_along_axis(drop, order[..., :top_k], False, axis=-1)  # exactly k, even with ties
-        logits = np.where(drop, -np.inf, logits)
-    if top_p < 1.0:
-        order = np.argsort(-logits, axis=-1, kind="stable")
-        sorted_logits = np.take_along_axis(logits, order, axis=-1)
-        probs = softmax(sorted_logits)
-        before = np.cumsum(probs, axis=-1) - probs  # mass of the tokens ranked above each one
-        drop_sorted = before >= top_p
-        drop = np.zeros_like(drop_sorted)
-        np.put_along_axis(drop, order, drop_sorted, axis=-1)
-        logits = np.where(drop, -np.inf, logits)
-    return logits
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-class Sampler:
-    """Temperature, top-k and top-p on a seeded numpy Generator; temperature 0 is argmax."""
-
-    def __init__(self, params: SamplingParams):
-        self.params = params
-        self.rng = np.random.default_rng(params.seed)
-
-    def __call__(self, logits: np.ndarray) -> np.ndarray:
-        p = self.params
-        if p.temperature == 0:
-            return np.argmax(logits, axis=-1)
-        logits = np.asarray(logits, dtype=np.float64)
-        scaled = (logits - logits.max(axis=-1, keepdims=True)) / p.temperature  # max stays 0, even as T -> 0
-        filtered = filter_logits(scaled, p.top_k, p.top_p)
-        cdf = np.cumsum(softmax(filtered), axis=-1)
-        u = self.rng.random(cdf.shape[0]) * cdf[:, -1]
-        tokens = (cdf <= u[:, None]).sum(axis=-1)
-        return np.minimum(tokens, cdf.shape[-1] - 1)
-
-
-def prepare_prompt(tokenizer: CharTokenizer, prompt: str, block_size: int) -> list[int]:
-    """Encode the prompt; empty starts from a newline (as nanoGPT does), too long keeps its tail."""
+def encode_prompt(tokenizer: CharTokenizer, prompt: str) -> list[int]:
+    """The prompt's ids; an empty prompt starts from a newline (as nanoGPT does)."""
     if prompt == "":
         prompt = "\n" if "\n" in tokenizer.stoi else tokenizer.itos[0]
     try:
-        ids = tokenizer.encode(prompt)
+        return tokenizer.encode(prompt)
     except UnknownCharacterError as e:
         raise UnknownCharacterError(f"the prompt has {e}; the vocabulary is the {tokenizer.vocab_size} characters "
                                     "of the training text") from None
+
+
+def prepare_prompt(tokenizer: CharTokenizer, prompt: str, block_size: int) -> list[int]:
+    """Encode the prompt (see `encode_prompt`); too long keeps its tail, with a warning."""
+    ids = encode_prompt(tokenizer, prompt)
     if len(ids) > block_size:
         print(f"warning: prompt has {len(ids)} characters, more than block_size {block_size}; "
               f"keeping its last {block_size}", file=sys.stderr)

@@ -6,8 +6,10 @@ Two layouts of the same model, told apart by the `layout` metadata key:
     onnx  standard opset-23 `Attention` ops, concat-style cache: past [B, H, P, D] in, present
           [B, H, P + T, D] out. Portable: any ONNX runtime with opset 23 (and the web).
     gqa   onnxruntime's `com.microsoft.GroupQueryAttention`: past and present are one preallocated buffer
-          [B, H, block_size, D] that the op writes in place; `attention_mask` [B, P + T] (all ones) tells it
-          the lengths. Decode shapes never change, nothing is copied: the fast CPU layout.
+          [B, H, block_size, D] that the op writes in place; `attention_mask` [B, P + T] tells it each row's
+          length (row b: ones for its own past + new positions, then zeros), from which the graph also takes
+          each row's positions, so rows at different lengths decode in one step (gpt.engine). Decode shapes
+          never change, nothing is copied: the fast CPU layout.
 
 Inputs `input_ids` int64 [B, T], (gqa only) `attention_mask` int64 [B, P + T], then
 `past_key_values.{i}.key/.value`; outputs `logits` [B, T, V], then `present.{i}.key/.value` (Hugging Face
@@ -23,7 +25,7 @@ from pathlib import Path
 from gpt.config import ModelConfig
 from gpt.errors import GPTError
 
-FORMAT_VERSION = 2  # 2: the `layout` key (gqa added)
+FORMAT_VERSION = 3  # 2: the `layout` key (gqa added); 3: gqa positions per row from attention_mask
 LAYOUTS = ("gqa", "onnx")
 METADATA_KEYS = ("vocab", "block_size", "n_layer", "n_head", "n_embd", "val_loss", "layout", "format_version")
 EXPORT_HINT = "export one with `python -m export.onnx --ckpt out`"
@@ -71,8 +73,9 @@ class OnnxMeta:
 def parse_metadata(props: dict[str, str], path: Path) -> OnnxMeta:
     """The file's metadata as an `OnnxMeta`, or a one-line `GPTError` saying what is wrong and how to fix it."""
     if "format_version" in props and props["format_version"] != str(FORMAT_VERSION):
-        raise GPTError(f"{path} has format_version {props['format_version']}; this sampler reads "
-                       f"{FORMAT_VERSION}; re-export it with this version's `python -m export.onnx`")
+        raise GPTError(f"{path} has format_version {props['format_version']}; this version reads "
+                       f"{FORMAT_VERSION}: re-export it with `python -m export.onnx --ckpt CKPT --out {path}` "
+                       "(CKPT: the checkpoint directory it came from)")
     missing = [k for k in METADATA_KEYS if k not in props]
     if missing:
         raise GPTError(f"{path} lacks metadata {', '.join(missing)}: it was not written by export.onnx (or by "

@@ -17,7 +17,8 @@ import numpy as np
 
 from gpt.decoders import BACKENDS, open_decoder
 from gpt.errors import ArgumentParser, GPTError, run_cli
-from gpt.generate import MAX_NEW_TOKENS, MAX_NUM_SAMPLES, Sampler, SamplingParams, generate, prepare_prompt
+from gpt.generate import MAX_NEW_TOKENS, MAX_NUM_SAMPLES, generate, prepare_prompt
+from gpt.sampler import Sampler, SamplingParams
 from gpt.tokenizer import CharTokenizer
 
 

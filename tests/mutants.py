@@ -54,7 +54,7 @@ MUTANTS = [
     Mutant("gpt.sample --compile runs eagerly", "gpt/sample.py",
            (("use_cache=not args.no_cache, compile=args.compile)", "use_cache=not args.no_cache, compile=False)"),),
            ("tests/test_sample_cli.py::test_sample_compile_prints_the_eager_text",)),
-    Mutant("a top-p mask not mapped back to its tokens", "gpt/generate.py",
+    Mutant("a top-p mask not mapped back to its tokens", "gpt/sampler.py",
            (("        np.put_along_axis(drop, order, drop_sorted, axis=-1)\n", "        drop = drop_sorted\n"),),
            ("tests/test_sampler.py::test_top_p_and_top_k_follow_each_token_not_its_index",)),
     Mutant("the parity gate compares nothing", "export/verify.py",

@@ -96,7 +96,8 @@ def test_compiled_decode_step_compiles_once_and_matches_eager(model):
     import torch._dynamo
 
     from gpt.decoders.torch_decoder import TorchDecoder
-    from gpt.generate import Sampler, SamplingParams, generate
+    from gpt.generate import generate
+    from gpt.sampler import Sampler, SamplingParams
 
     vocab = [chr(33 + i) for i in range(CFG.vocab_size)]
     torch._dynamo.reset()

@@ -5,7 +5,8 @@ import numpy as np
 from conftest import run_module
 
 from gpt.decoders.torch_decoder import TorchDecoder
-from gpt.generate import Sampler, SamplingParams, generate
+from gpt.generate import generate
+from gpt.sampler import Sampler, SamplingParams
 from gpt.tokenizer import CharTokenizer
 
 

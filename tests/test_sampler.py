@@ -4,7 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpt.errors import GPTError
-from gpt.generate import Sampler, SamplingParams, filter_logits, generate, softmax
+from gpt.generate import generate
+from gpt.sampler import Sampler, SamplingParams, filter_logits, softmax
 
 
 def test_top_k_keeps_exactly_k():

@@ -23,7 +23,8 @@ from export.serve import make_server
 from export.web import check_on_wasm, pinned_version
 from gpt.decoders.ort_session import open_session
 from gpt.errors import GPTError
-from gpt.generate import Sampler, SamplingParams, filter_logits, generate
+from gpt.generate import generate
+from gpt.sampler import Sampler, SamplingParams, filter_logits
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

@@ -6,7 +6,7 @@ import * as ort from './ort.wasm.min.mjs';
 
 export { ort };
 
-const FORMAT_VERSION = '2'; // gpt/onnx_format.py
+const FORMAT_VERSION = '3'; // gpt/onnx_format.py
 const METADATA_KEYS = ['vocab', 'block_size', 'n_layer', 'n_head', 'n_embd', 'layout', 'format_version'];
 const EXPORT_HINT = 'export one with `python -m export.onnx --ckpt out`';
 

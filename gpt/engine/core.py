@@ -1,0 +1,300 @@
+"""The continuous-batching engine: a scheduler thread over one `SlotRunner`. Torch-free; no HTTP.
+
+Each loop iteration, in order:
+  1. admit   waiting requests take free slots (oldest first); cancelled or expired ones leave the queue
+  2. reap    cancelled or expired requests free their slots
+  3. prefill one slot's unfed window: all of it when nothing is decoding, otherwise one chunk of at most
+             `prefill_chunk` tokens, so a long prompt never stalls the running streams for long
+  4. decode  one step for every slot with exactly one unfed token, each row at its own length; sample each
+             row with its own parameters and RNG; emit the text; finish on max_tokens or a stop string
+
+The window policy is `gpt.generate`'s, per row: a window that would pass block_size keeps its last
+block_size // 2 tokens and re-prefills them into its own slot. So a request's tokens do not depend on what
+else shares the batch: greedy text equals `gpt.sample --temperature 0`, a seeded request is the same alone or
+under load. An exception inside one request ends that request with an error event; the loop goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gpt.engine.request import Event, GenerationParams, Request, StopText
+from gpt.engine.runner import SlotRunner
+from gpt.errors import GPTError
+from gpt.generate import encode_prompt
+from gpt.sampler import sample_tokens
+from gpt.tokenizer import CharTokenizer
+
+log = logging.getLogger("gpt.engine")
+
+DEFAULT_SLOTS = 16  # 2-core AMD EPYC, cpu shape: 16 rows give 3.4-3.75x the tok/s of 1 (README, Serving)
+DEFAULT_MAX_QUEUE = 256
+
+
+class QueueFull(GPTError):
+    """More requests are waiting than the engine's max_queue."""
+
+
+class EngineClosed(GPTError):
+    """The engine is shutting down and takes no new requests."""
+
+
+@dataclass
+class _Slot:
+    request: Request
+    window: list[int]  # the ids of the current window: its first `cached` are in this slot's cache rows
+    cached: int = 0
+    generated: int = 0
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    text: StopText = field(default_factory=lambda: StopText(()))
+
+    @property
+    def unfed(self) -> int:
+        return len(self.window) - self.cached
+
+
+class Engine:
+    """`submit(prompt, params, sink)` from any thread; `sink(event)` is called on the engine's thread."""
+
+    def __init__(self, path: Path | str, slots: int = DEFAULT_SLOTS, threads: int | None = None,
+                 max_queue: int = DEFAULT_MAX_QUEUE, prefill_chunk: int = 0):
+        if max_queue < 0:
+            raise GPTError(f"--max-queue must be >= 0, got {max_queue}")
+        if prefill_chunk < 0:
+            raise GPTError(f"--prefill-chunk must be >= 0 (0 = whole prompts), got {prefill_chunk}")
+        self.runner = SlotRunner(path, slots, threads)
+        self.tokenizer = CharTokenizer(self.runner.vocab)
+        self.block_size, self.slots, self.max_queue = self.runner.block_size, slots, max_queue
+        self.prefill_chunk = prefill_chunk or self.block_size
+        self._slots: list[_Slot | None] = [None] * slots
+        self._waiting: deque[Request] = deque()
+        self._cond = threading.Condition()
+        self._closing = self._stopped = False
+        self.steps = 0  # decode steps run (for tests and metrics)
+        self._thread = threading.Thread(target=self._loop, name="gpt-engine", daemon=True)
+        self._thread.start()
+
+    # ---- the caller's side -------------------------------------------------------------------------------
+
+    def submit(self, prompt: str, params: GenerationParams, sink: Callable[[Event], None]) -> Request:
+        """Queue a request (a `GPTError` for a bad prompt, `QueueFull`, `EngineClosed`)."""
+        ids = encode_prompt(self.tokenizer, prompt)
+        request = Request(ids[-self.block_size:], params, sink, prompt_tokens=len(ids), notify=self._notify)
+        with self._cond:
+            if self._closing:
+                raise EngineClosed("the server is shutting down")
+            if len(self._waiting) >= self.max_queue + self._slots.count(None):
+                raise QueueFull(f"{len(self._waiting)} requests are already waiting (max_queue {self.max_queue})")
+            self._waiting.append(request)
+            self._cond.notify()
+        return request
+
+    def stream(self, prompt: str, params: GenerationParams) -> Iterator[str]:
+        """The new text of one request as it is generated (a `GPTError` if it fails)."""
+        events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        request = self.submit(prompt, params, events.put)
+        try:
+            while True:
+                event = events.get()
+                if event.kind == "token":
+                    yield event.text
+                elif event.kind == "error":
+                    raise GPTError(event.error)
+                else:
+                    return
+        finally:
+            request.cancel()
+
+    def generate(self, prompts: list[str], params: GenerationParams) -> list[str]:
+        """Many prompts at once, decoded together; each one's new text."""
+        events: queue.SimpleQueue[tuple[int, Event]] = queue.SimpleQueue()
+        requests = [self.submit(p, params, lambda e, i=i: events.put((i, e))) for i, p in enumerate(prompts)]
+        texts, left = [""] * len(prompts), len(prompts)
+        try:
+            while left:
+                i, event = events.get()
+                if event.kind == "token":
+                    texts[i] += event.text
+                elif event.kind == "error":
+                    raise GPTError(f"prompt {i}: {event.error}")
+                else:
+                    left -= 1
+        finally:
+            for r in requests:
+                r.cancel()
+        return texts
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            return {"slots": self.slots, "active": sum(s is not None for s in self._slots),
+                    "waiting": len(self._waiting), "steps": self.steps}
+
+    def close(self, drain_timeout: float = 0.0) -> None:
+        """Take no new requests; let those in flight finish for up to `drain_timeout` s, end the rest."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        deadline = time.monotonic() + drain_timeout
+        while time.monotonic() < deadline and self._busy():
+            time.sleep(0.01)
+        with self._cond:
+            for r in [*self._waiting, *(s.request for s in self._slots if s is not None)]:
+                r.cancel("shutdown")
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- the engine's thread -----------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def _busy(self) -> bool:
+        with self._cond:
+            return bool(self._waiting) or any(s is not None for s in self._slots)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting and all(s is None for s in self._slots):
+                    if self._stopped:
+                        return
+                    self._cond.wait()
+                self._admit()
+            try:
+                self._reap()
+                self._prefill()
+                self._decode()
+            except Exception:  # a bug: end what was running, keep serving
+                log.exception("engine step failed")
+                for i, slot in enumerate(self._slots):
+                    if slot is not None:
+                        self._fail(i, "internal error in the engine step", "internal")
+
+    def _admit(self) -> None:
+        now = time.monotonic()
+        for r in [r for r in self._waiting if r.cancelled or (r.deadline is not None and now > r.deadline)]:
+            self._waiting.remove(r)
+            self._end(r, self._ending_event(r, now))
+        while self._waiting and None in self._slots:
+            r = self._waiting.popleft()
+            seed = r.params.seed if r.params.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+            self._slots[self._slots.index(None)] = _Slot(r, list(r.prompt_ids), rng=np.random.default_rng(seed),
+                                                         text=StopText(r.params.stop))
+
+    def _ending_event(self, r: Request, now: float) -> Event:
+        if r.cancelled == "shutdown":
+            return Event("error", error="the server shut down before the request finished", code="shutdown")
+        if r.cancelled:
+            return Event("done", finish_reason="cancelled", prompt_tokens=r.prompt_tokens)
+        return Event("error", error=f"the request ran past its timeout of {r.params.timeout:g} s", code="timeout")
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for i, slot in enumerate(self._slots):
+            if slot is not None:
+                r = slot.request
+                if r.cancelled or (r.deadline is not None and now > r.deadline):
+                    self._finish(i, self._ending_event(r, now))
+
+    def _prefill(self) -> None:
+        pending = [i for i, s in enumerate(self._slots) if s is not None and s.unfed > 1]
+        if not pending:
+            return
+        i = min(pending, key=lambda i: self._slots[i].request.submitted)
+        slot = self._slots[i]
+        decoding = any(s is not None and s.unfed == 1 for s in self._slots)
+        n = min(slot.unfed, self.prefill_chunk) if decoding else slot.unfed
+        try:
+            logits = self.runner.prefill(i, slot.window[slot.cached:slot.cached + n], slot.cached)
+        except GPTError as e:
+            self._fail(i, str(e), "internal")
+            return
+        slot.cached += n
+        if slot.unfed == 0:  # the whole window is in: its last logits give the next token
+            self._sample_and_advance([i], logits[None])
+
+    def _decode(self) -> None:
+        rows = [i for i, s in enumerate(self._slots) if s is not None and s.unfed == 1]
+        if not rows:
+            return
+        n = rows[-1] + 1
+        tokens = np.zeros(n, dtype=np.int64)
+        lengths = np.zeros(n, dtype=np.int64)
+        for i in range(n):
+            slot = self._slots[i]
+            if slot is not None:  # a row outside this step writes where its own next write will land
+                lengths[i] = slot.cached
+                tokens[i] = slot.window[-1] if slot.unfed == 1 else 0
+        try:
+            logits = self.runner.decode(tokens, lengths, n)
+        except GPTError as e:
+            for i in rows:
+                self._fail(i, str(e), "internal")
+            return
+        self.steps += 1
+        for i in rows:
+            self._slots[i].cached += 1
+        self._sample_and_advance(rows, logits[rows])
+
+    def _sample_and_advance(self, rows: list[int], logits: np.ndarray) -> None:
+        slots = [self._slots[i] for i in rows]
+        params = [s.request.params for s in slots]
+        uniform = np.array([s.rng.random() if p.temperature > 0 else 0.0 for s, p in zip(slots, params, strict=True)])
+        tokens = sample_tokens(logits, np.array([p.temperature for p in params]), np.array([p.top_k for p in params]),
+                               np.array([p.top_p for p in params]), uniform)
+        for i, token in zip(rows, tokens.tolist(), strict=True):
+            try:
+                self._advance(i, token)
+            except Exception as e:  # this request's fault (or its sink's): end it alone
+                log.exception("request %s failed", self._slots[i].request.id if self._slots[i] else "?")
+                if self._slots[i] is not None:
+                    self._fail(i, f"internal error: {type(e).__name__}", "internal")
+
+    def _advance(self, i: int, token: int) -> None:
+        slot = self._slots[i]
+        r = slot.request
+        slot.generated += 1
+        text, stopped = slot.text.push(self.tokenizer.itos[token])
+        done = stopped or slot.generated >= r.params.max_tokens
+        if done and not stopped:
+            text += slot.text.flush()
+        if text:
+            r.sink(Event("token", text=text))
+        if done:
+            self._finish(i, Event("done", finish_reason="stop" if stopped else "length",
+                                  prompt_tokens=r.prompt_tokens, completion_tokens=slot.generated))
+            return
+        slot.window.append(token)
+        if len(slot.window) > self.block_size:  # gpt.generate's window policy, for this row alone
+            slot.window, slot.cached = slot.window[-(self.block_size // 2):], 0
+
+    def _fail(self, i: int, message: str, code: str) -> None:
+        self._finish(i, Event("error", error=message, code=code))
+
+    def _finish(self, i: int, event: Event) -> None:
+        slot, self._slots[i] = self._slots[i], None
+        self._end(slot.request, event)
+
+    def _end(self, r: Request, event: Event) -> None:
+        r.finished = True
+        try:
+            r.sink(event)
+        except Exception:
+            log.exception("request %s: its last event could not be delivered", r.id)

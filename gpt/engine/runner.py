@@ -1,0 +1,106 @@
+"""The model runner: one gqa session over a cache of `slots` rows, each row one request's keys and values.
+
+    cache (per layer, key and value)      [slots, H, block_size, D] float32, numpy-owned
+    prefill(slot, ids, start)             binds row `slot` alone (a contiguous [1, H, block_size, D] view) and
+                                          writes positions start .. start + T - 1 of that row, in place
+    decode(tokens, lengths, rows)         one step for rows 0 .. rows - 1 together: row b feeds tokens[b] at
+                                          position lengths[b]; attention_mask row b = lengths[b] + 1 ones
+
+GroupQueryAttention reads each row's length from its mask row (`seqlens_k`) and writes each row's new key and
+value at that row's own position; the graph takes each row's positions from the same mask (format_version
+3). A row that does not take part in a step (free, or mid-way through a chunked prefill) is given its own
+current length: the step writes a throwaway entry at the position that row's next write overwrites.
+Torch-free: numpy + onnxruntime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from gpt.decoders.ort_session import check_signature, open_session
+from gpt.errors import GPTError
+from gpt.onnx_format import OnnxMeta, input_names, output_names
+
+
+@dataclass
+class _DecodeBinding:
+    """The IO binding of a decode step over the first `rows` slots: every buffer bound once."""
+
+    io: ort.IOBinding
+    views: list[np.ndarray]  # keeps the numpy views behind the bound OrtValues alive
+
+
+class SlotRunner:
+    def __init__(self, path: Path | str, slots: int, threads: int | None = None):
+        if slots < 1:
+            raise GPTError(f"--slots must be >= 1, got {slots}")
+        self.path = Path(path)
+        self.session, self.meta = open_session(self.path, threads)
+        m: OnnxMeta = self.meta
+        if m.layout != "gqa":
+            raise GPTError(f"{self.path} has the {m.layout} layout; the engine needs the gqa layout: "
+                           f"re-export it with `python -m export.onnx --ckpt CKPT --out {self.path}`")
+        self.past_names = input_names(m.n_layer, "gqa")[2:]
+        self.present_names = output_names(m.n_layer)[1:]
+        check_signature(self.session, m, self.path, input_names(m.n_layer, "gqa"), output_names(m.n_layer))
+        self.slots, self.block_size, self.vocab = slots, m.block_size, m.vocab
+        shape = (slots, m.n_head, m.block_size, m.head_dim)
+        self.cache = [np.zeros(shape, dtype=np.float32) for _ in self.past_names]
+        self.step_ids = np.zeros((slots, 1), dtype=np.int64)
+        self.step_logits = np.zeros((slots, 1, len(m.vocab)), dtype=np.float32)
+        self.positions = np.arange(m.block_size + 1, dtype=np.int64)
+        self._decode: dict[int, _DecodeBinding] = {}
+
+    @property
+    def cache_bytes(self) -> int:
+        return sum(c.nbytes for c in self.cache)
+
+    def _bind_cache(self, io: ort.IOBinding, rows: slice) -> list[np.ndarray]:
+        views = [c[rows] for c in self.cache]
+        for past, present, view in zip(self.past_names, self.present_names, views, strict=True):
+            value = ort.OrtValue.ortvalue_from_numpy(view)
+            io.bind_ortvalue_input(past, value)
+            io.bind_ortvalue_output(present, value)
+        return views
+
+    def _run(self, io: ort.IOBinding) -> None:
+        try:
+            self.session.run_with_iobinding(io)
+        except Exception as e:
+            raise GPTError(f"onnxruntime failed on {self.path}: {' '.join(str(e).split())[:300]}") from None
+
+    def prefill(self, slot: int, ids: np.ndarray, start: int) -> np.ndarray:
+        """Write `ids` [T] at positions start .. start + T - 1 of row `slot`; the logits of its last one [V]."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(1, -1)
+        end = start + ids.shape[1]
+        if not 0 <= start < end <= self.block_size:
+            raise GPTError(f"prefill of positions {start}..{end - 1} does not fit block_size {self.block_size}")
+        io = self.session.io_binding()
+        io.bind_cpu_input("input_ids", ids)
+        io.bind_cpu_input("attention_mask", np.ones((1, end), dtype=np.int64))
+        io.bind_output("logits", "cpu")
+        views = self._bind_cache(io, slice(slot, slot + 1))
+        self._run(io)
+        del views
+        return io.get_outputs()[0].numpy()[0, -1]
+
+    def decode(self, tokens: np.ndarray, lengths: np.ndarray, rows: int) -> np.ndarray:
+        """One step over rows 0 .. rows - 1 (tokens and lengths [rows]); their logits [rows, V] (a view, valid
+        until the next step)."""
+        binding = self._decode.get(rows)
+        if binding is None:
+            io = self.session.io_binding()
+            io.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(self.step_ids[:rows]))
+            io.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.step_logits[:rows]))
+            binding = self._decode[rows] = _DecodeBinding(io, self._bind_cache(io, slice(0, rows)))
+        if int(lengths.max()) >= self.block_size:
+            raise GPTError(f"a decode step at position {int(lengths.max())} exceeds block_size {self.block_size}")
+        self.step_ids[:rows, 0] = tokens
+        mask = (self.positions[:int(lengths.max()) + 1] <= lengths[:, None]).astype(np.int64)
+        binding.io.bind_cpu_input("attention_mask", mask)
+        self._run(binding.io)
+        return self.step_logits[:rows, 0]

@@ -1,0 +1,100 @@
+"""One numpy sampler for every backend and the engine: temperature, top-k, top-p, per row. Torch-free.
+
+`sample_tokens` takes one row of parameters per row of logits, so the continuous-batching engine samples
+requests with different settings in one call, each with a uniform draw from its own RNG; `Sampler` is the
+same function for a batch that shares one setting and one RNG (`gpt.sample`). Every operation is row-wise,
+so a row's token does not depend on the other rows of its batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpt.errors import GPTError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 1337
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise GPTError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k < 0:
+            raise GPTError(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise GPTError(f"--top-p must be in (0, 1], got {self.top_p}")
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def filter_logits(logits: np.ndarray, top_k: int | np.ndarray = 0, top_p: float | np.ndarray = 1.0) -> np.ndarray:
+    """Set to -inf every logit outside the top-k and outside the smallest set whose probability >= top_p.
+
+    `top_k` / `top_p` are one number for every row or one per row (0 / 1.0 = off for that row)."""
+    rows = logits.shape[:-1]
+    V = logits.shape[-1]
+    top_k = np.broadcast_to(np.asarray(top_k, dtype=np.int64), rows)
+    top_p = np.broadcast_to(np.asarray(top_p, dtype=np.float64), rows)
+    use_k = (top_k > 0) & (top_k < V)
+    use_p = top_p < 1.0
+    if not use_k.any() and not use_p.any():
+        return logits
+    logits = np.array(logits, dtype=np.float64)
+    if use_k.any():
+        order = np.argsort(-logits, axis=-1, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.broadcast_to(np.arange(V), order.shape), axis=-1)
+        drop = use_k[..., None] & (rank >= top_k[..., None])  # exactly k, even with ties
+        logits = np.where(drop, -np.inf, logits)
+    if use_p.any():
+        order = np.argsort(-logits, axis=-1, kind="stable")
+        probs = softmax(np.take_along_axis(logits, order, axis=-1))
+        before = np.cumsum(probs, axis=-1) - probs  # mass of the tokens ranked above each one
+        drop_sorted = use_p[..., None] & (before >= top_p[..., None])
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=-1)
+        logits = np.where(drop, -np.inf, logits)
+    return logits
+
+
+def sample_tokens(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, top_p: np.ndarray,
+                  uniform: np.ndarray) -> np.ndarray:
+    """One token per row of `logits` [B, V]: argmax where temperature is 0, otherwise the inverse CDF at
+    `uniform` (draws in [0, 1), one per row) of the row's filtered, tempered distribution."""
+    logits = np.asarray(logits, dtype=np.float64)
+    temperature = np.asarray(temperature, dtype=np.float64)
+    greedy = temperature == 0
+    tokens = np.argmax(logits, axis=-1)
+    if greedy.all():
+        return tokens
+    t = np.where(greedy, 1.0, temperature)[:, None]
+    scaled = (logits - logits.max(axis=-1, keepdims=True)) / t  # max stays 0, even as T -> 0
+    cdf = np.cumsum(softmax(filter_logits(scaled, top_k, top_p)), axis=-1)
+    u = np.asarray(uniform, dtype=np.float64) * cdf[:, -1]
+    sampled = np.minimum((cdf <= u[:, None]).sum(axis=-1), cdf.shape[-1] - 1)
+    return np.where(greedy, tokens, sampled)
+
+
+class Sampler:
+    """A batch with one setting and one seeded numpy Generator; temperature 0 is argmax (and draws nothing)."""
+
+    def __init__(self, params: SamplingParams):
+        self.params = params
+        self.rng = np.random.default_rng(params.seed)
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        p = self.params
+        if p.temperature == 0:
+            return np.argmax(logits, axis=-1)
+        B = logits.shape[0]
+        return sample_tokens(logits, np.full(B, p.temperature), np.full(B, p.top_k), np.full(B, p.top_p),
+                             self.rng.random(B))
