@@ -24,8 +24,12 @@ def genai_config(onnx_name: str, c: ModelConfig) -> dict:
             "vocab_size": c.vocab_size,
             "context_length": c.block_size,
             "bos_token_id": 0,
-            "eos_token_id": [],  # a character model has no end token: stop at max_length
-            "pad_token_id": 0,
+            # onnxruntime-genai zeroes the attention mask of every prompt position whose id is pad_token_id, so
+            # it must be no character's id (any id would mask that character); an end token must be a valid id,
+            # and a character model has none: the last character stands in (runs that must not stop early set
+            # min_length, and our own decoders never use onnxruntime-genai's search).
+            "eos_token_id": [c.vocab_size - 1],
+            "pad_token_id": c.vocab_size,
             "decoder": {
                 "filename": onnx_name,
                 "head_size": c.head_dim,
