@@ -133,10 +133,10 @@ class Engine:
                 r.cancel()
         return texts
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, int | bool]:
         with self._cond:
             return {"slots": self.slots, "active": sum(s is not None for s in self._slots),
-                    "waiting": len(self._waiting), "steps": self.steps}
+                    "waiting": len(self._waiting), "steps": self.steps, "closing": self._closing}
 
     def close(self, drain_timeout: float = 0.0) -> None:
         """Take no new requests; let those in flight finish for up to `drain_timeout` s, end the rest."""

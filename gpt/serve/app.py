@@ -1,0 +1,235 @@
+"""The HTTP layer over one `Engine`: OpenAI's completions API, thin (routes, SSE, auth, limits, metrics).
+
+    POST /v1/completions   prompt string or list, n, max_tokens, temperature, top_p, top_k, stop, seed,
+                           stream (server-sent events in OpenAI's chunk format, ending in `data: [DONE]`)
+    GET  /v1/models        the one model
+    GET  /health           200 {"status": "ok", ...} while serving, 503 while shutting down
+    GET  /metrics          Prometheus text format
+
+Every bad request is a 4xx with OpenAI's error object; nothing a request does reaches another request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sse_starlette import EventSourceResponse
+
+from gpt.engine import Engine, EngineClosed, Event, QueueFull
+from gpt.errors import GPTError
+from gpt.serve.metrics import Metrics
+from gpt.serve.protocol import APIError, Choice, Completion, CompletionRequest, Usage, completion_id, parse_request
+
+log = logging.getLogger("gpt.serve")
+
+DONE = "[DONE]"
+STATUS_OF_ERROR = {"timeout": 504, "shutdown": 503, "internal": 500}
+OUTCOME_OF_STATUS = {400: "invalid", 401: "unauthorized", 404: "unknown_model", 429: "queue_full", 503: "shutting_down"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_name: str = "model"
+    api_key: str | None = None
+    max_tokens_limit: int = 4096
+    request_timeout: float | None = None  # seconds per request, queue included
+    max_body_bytes: int = 1 << 20
+    retry_after_s: int = 1
+
+
+class _Choices:
+    """The engine requests behind one HTTP request: their events, merged, on the event loop's queue."""
+
+    def __init__(self, engine: Engine, body: CompletionRequest, settings: Settings):
+        self.loop = asyncio.get_running_loop()
+        self.events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        params = body.generation_params(settings.max_tokens_limit, settings.request_timeout)
+        n = body.n or 1
+        self.prompts = body.prompts()
+        self.requests = []
+        try:
+            for p, prompt in enumerate(self.prompts):
+                for j in range(n):
+                    seeded = params if params.seed is None else replace(params, seed=params.seed + j)
+                    index = p * n + j
+                    self.requests.append(engine.submit(prompt, seeded, lambda e, i=index: self._put(i, e)))
+        except QueueFull as e:
+            self.cancel()
+            raise APIError(429, f"the server is busy: {e}; retry after {settings.retry_after_s} s", None,
+                           "queue_full", "rate_limit_error", {"Retry-After": str(settings.retry_after_s)}) from None
+        except EngineClosed as e:
+            self.cancel()
+            raise APIError(503, str(e), None, "shutting_down", "server_error") from None
+        except GPTError as e:
+            self.cancel()
+            raise APIError(400, str(e), "prompt") from None
+        self.prompt_tokens = sum(r.prompt_tokens for r in self.requests)
+
+    def _put(self, index: int, event: Event) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, (index, event))
+
+    def cancel(self) -> None:
+        for r in self.requests:
+            r.cancel()
+
+
+def create_app(engine: Engine, settings: Settings = Settings()) -> FastAPI:
+    app = FastAPI(title="shakespeare-gpt", summary="OpenAI-compatible completions over a continuous-batching engine")
+    metrics = Metrics(engine)
+    app.state.engine, app.state.settings, app.state.metrics = engine, settings, metrics
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, e: APIError) -> JSONResponse:
+        metrics.requests.labels(outcome=OUTCOME_OF_STATUS.get(e.status, str(e.status))).inc()
+        log.info("%s %s -> %d %s", request.method, request.url.path, e.status, e.message)
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    def authorize(request: Request) -> None:
+        if settings.api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        if header != f"Bearer {settings.api_key}":
+            raise APIError(401, "missing or wrong API key: send `Authorization: Bearer <key>`", None,
+                           "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+    async def read_body(request: Request) -> bytes:
+        limit = settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise APIError(400, f"the body has {int(declared):,} bytes; the limit is {limit:,}", None, "body_too_large")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise APIError(400, f"the body is over the limit of {limit:,} bytes", None, "body_too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        stats = engine.stats()
+        status = 503 if stats["closing"] else 200
+        return JSONResponse({"status": "shutting down" if status == 503 else "ok", "model": settings.model_name,
+                             **stats}, status_code=status)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict:
+        authorize(request)
+        return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "created": 0,
+                                            "owned_by": "shakespeare-gpt"}]}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        arrived = time.monotonic()
+        authorize(request)
+        body = parse_request(await read_body(request))
+        if body.model != settings.model_name:
+            raise APIError(404, f"the model {body.model!r} does not exist; this server has {settings.model_name!r}",
+                           "model", "model_not_found")
+        choices = _Choices(engine, body, settings)
+        metrics.prompt_tokens.inc(choices.prompt_tokens)
+        cid = completion_id()
+        if body.stream:
+            usage = body.stream_options is not None and body.stream_options.include_usage
+            return EventSourceResponse(_stream(choices, body, cid, arrived, usage, metrics, settings), sep="\n",
+                                       ping=15)
+        return await _complete(request, choices, body, cid, arrived, metrics, settings)
+
+    return app
+
+
+async def _complete(request: Request, choices: _Choices, body: CompletionRequest, cid: str, arrived: float,
+                    metrics: Metrics, settings: Settings) -> JSONResponse:
+    texts = [choices.prompts[i // (body.n or 1)] if body.echo else "" for i in range(len(choices.requests))]
+    finish: list[str | None] = [None] * len(texts)
+    completion_tokens, left, first = 0, len(texts), True
+    try:
+        while left:
+            try:
+                index, event = await asyncio.wait_for(choices.events.get(), timeout=0.5)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    metrics.requests.labels(outcome="disconnected").inc()
+                    return JSONResponse({}, status_code=499)
+                continue
+            if event.kind == "token":
+                if first:
+                    metrics.ttft.observe(time.monotonic() - arrived)
+                    first = False
+                texts[index] += event.text
+            elif event.kind == "error":
+                status = STATUS_OF_ERROR.get(event.code, 500)
+                metrics.requests.labels(outcome=event.code or "error").inc()
+                return JSONResponse(APIError(status, event.error, None, event.code, "server_error").body(),
+                                    status_code=status)
+            else:
+                finish[index] = event.finish_reason
+                completion_tokens += event.completion_tokens
+                left -= 1
+    finally:
+        choices.cancel()  # a no-op for finished requests; frees the slots of the rest
+    metrics.completion_tokens.inc(completion_tokens)
+    metrics.requests.labels(outcome="ok").inc()
+    response = Completion(id=cid, model=settings.model_name,
+                          choices=[Choice(text=t, index=i, finish_reason=f) for i, (t, f) in
+                                   enumerate(zip(texts, finish, strict=True))],
+                          usage=Usage(prompt_tokens=choices.prompt_tokens, completion_tokens=completion_tokens,
+                                      total_tokens=choices.prompt_tokens + completion_tokens))
+    return JSONResponse(response.model_dump())
+
+
+async def _stream(choices: _Choices, body: CompletionRequest, cid: str, arrived: float, include_usage: bool,
+                  metrics: Metrics, settings: Settings) -> AsyncIterator[str]:
+    def chunk(index: int, text: str, finish_reason: str | None = None) -> str:
+        return Completion(id=cid, model=settings.model_name,
+                          choices=[Choice(text=text, index=index, finish_reason=finish_reason)]).model_dump_json()
+
+    n = len(choices.requests)
+    last = [0.0] * n
+    completion_tokens, left, outcome = 0, n, "disconnected"
+    try:
+        if body.echo:
+            for i in range(n):
+                yield chunk(i, choices.prompts[i // (body.n or 1)])
+        while left:
+            index, event = await choices.events.get()
+            now = time.monotonic()
+            if event.kind == "token":
+                if last[index]:
+                    metrics.itl.observe(now - last[index])
+                elif not any(last):
+                    metrics.ttft.observe(now - arrived)
+                last[index] = now
+                yield chunk(index, event.text)
+            elif event.kind == "error":
+                outcome = event.code or "error"
+                yield json.dumps(APIError(STATUS_OF_ERROR.get(event.code, 500), event.error, None, event.code,
+                                          "server_error").body())
+                break
+            else:
+                completion_tokens += event.completion_tokens
+                left -= 1
+                yield chunk(index, "", event.finish_reason)
+        else:
+            outcome = "ok"
+            if include_usage:
+                usage = Usage(prompt_tokens=choices.prompt_tokens, completion_tokens=completion_tokens,
+                              total_tokens=choices.prompt_tokens + completion_tokens)
+                yield Completion(id=cid, model=settings.model_name, choices=[], usage=usage).model_dump_json()
+        yield DONE
+    finally:  # also when the client went away: the engine frees the slots at its next step
+        choices.cancel()
+        metrics.completion_tokens.inc(completion_tokens)
+        metrics.requests.labels(outcome=outcome).inc()
