@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine = Engine(args.onnx, slots=args.slots, threads=args.threads, max_queue=args.max_queue,
                     prefill_chunk=args.prefill_chunk)
     settings = Settings(model_name=args.model_name or args.onnx.stem,
-                        api_key=args.api_key or os.environ.get(API_KEY_ENV),
+                        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
                         max_tokens_limit=args.max_tokens_limit, request_timeout=args.request_timeout,
                         max_body_bytes=args.max_body_bytes)
     app = create_app(engine, settings)
@@ -94,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = uvicorn.Server(config)
     print(f"serving {args.onnx} as {settings.model_name!r} on http://{args.host}:{args.port} with {args.slots} slots",
           file=sys.stderr, flush=True)
+    # uvicorn handles SIGTERM/SIGINT while it runs (stop accepting, drain) and raises the signal again once
+    # done, under the handlers it found: these make that second delivery a no-op, so a drained server exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     try:
         server.run()
     finally:

@@ -95,8 +95,9 @@ class CompletionRequest(BaseModel):
         try:
             return GenerationParams(max_tokens=max_tokens, stop=stop, seed=self.seed, timeout=timeout, **values)
         except GPTError as e:
-            message = str(e).lstrip("-").replace("--top-k", "top_k").replace("--top-p", "top_p")
-            message = message.replace("--temperature", "temperature")
+            message = str(e)  # the sampler's checks name its command-line options: name the API's fields
+            for option, field in (("--top-k", "top_k"), ("--top-p", "top_p"), ("--temperature", "temperature")):
+                message = message.replace(option, field)
             param = next((name for name in ("temperature", "top_p", "top_k", "stop") if name in message), None)
             raise APIError(400, message, param) from None
 
