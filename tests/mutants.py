@@ -88,6 +88,21 @@ MUTANTS = [
     Mutant("a non-finite gradient norm goes unnoticed", "gpt/train.py",
            (("[*losses, grad_norm.to(losses[0])]", "losses"),),
            ("tests/test_train.py::test_a_non_finite_loss_or_gradient_norm_stops_training",)),
+    Mutant("every evaluation saves the checkpoint, better or not", "gpt/train.py",
+           (('        if losses["val"] < best_val:\n            best_val = losses["val"]\n',
+             '        best_val = min(best_val, losses["val"])\n        if True:\n'),),
+           ("tests/test_best_val.py::test_out_holds_the_best_evaluation_and_resume_keeps_it",)),
+    Mutant("a resume forgets the best val loss so far", "gpt/train_state.py",
+           (('start_iter, best_val = int(state["iter"]), float(state["best_val"])',
+             'start_iter, best_val = int(state["iter"]), float("inf")'),),
+           ("tests/test_best_val.py::test_out_holds_the_best_evaluation_and_resume_keeps_it",)),
+    Mutant("the final full pass saves the latest weights under the best's name", "gpt/train.py",
+           (("        finish(out_dir, val_data, block, device, tokenizer)\n",
+             "        finish(out_dir, val_data, block, device, tokenizer, model)\n"),
+            ("tokenizer: CharTokenizer) -> None:", "tokenizer: CharTokenizer, last=None) -> None:"),
+            ("    best, _, manifest = load_checkpoint(out_dir, device=device)\n",
+             "    _, _, manifest = load_checkpoint(out_dir, device=device)\n    best = last\n")),
+           ("tests/test_best_val.py::test_out_holds_the_best_evaluation_and_resume_keeps_it",)),
 ]
 
 
