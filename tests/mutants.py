@@ -103,6 +103,16 @@ MUTANTS = [
             ("    best, _, manifest = load_checkpoint(out_dir, device=device)\n",
              "    _, _, manifest = load_checkpoint(out_dir, device=device)\n    best = last\n")),
            ("tests/test_best_val.py::test_out_holds_the_best_evaluation_and_resume_keeps_it",)),
+    Mutant("an explicit --max_iters leaves the preset's time budget on", "gpt/train_options.py",
+           (('budget = args.time_budget or (None if "max_iters" in overrides else preset.time_budget)',
+             "budget = args.time_budget or preset.time_budget"),),
+           ("tests/test_train.py::test_an_explicit_max_iters_turns_the_preset_budget_off_and_caps_a_given_one",)),
+    Mutant("a time budget ignores the --max_iters cap", "gpt/time_budget.py",
+           (("return min(planned, self.cap) if self.cap else planned", "return planned"),),
+           ("tests/test_train.py::test_an_explicit_max_iters_turns_the_preset_budget_off_and_caps_a_given_one",)),
+    Mutant("a resume probes the dtype again", "gpt/train.py",
+           (("        dtype = dtype or DTYPES.get(saved_dtype)\n", "        dtype = dtype\n"),),
+           ("tests/test_train.py::test_a_resume_keeps_the_dtype_auto_chose_without_probing_again",)),
 ]
 
 
