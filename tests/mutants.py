@@ -113,6 +113,13 @@ MUTANTS = [
     Mutant("a resume probes the dtype again", "gpt/train.py",
            (("        dtype = dtype or DTYPES.get(saved_dtype)\n", "        dtype = dtype\n"),),
            ("tests/test_train.py::test_a_resume_keeps_the_dtype_auto_chose_without_probing_again",)),
+    Mutant("the naive attention scales its scores by 1/d, not 1/sqrt(d)", "gpt/attention.py",
+           (("scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))",
+             "scores = (q @ k.transpose(-2, -1)) * (1.0 / q.size(-1))"),),
+           ("tests/test_model.py::test_attention_backends_compute_the_same_function",)),
+    Mutant("the onnxruntime sampler imports torch", "gpt/decoders/ort_session.py",
+           (("import onnxruntime as ort\n", "import onnxruntime as ort\nimport torch  # noqa: F401\n"),),
+           ("tests/test_export.py::test_onnxruntime_sampler_runs_with_torch_unimportable",)),
 ]
 
 
