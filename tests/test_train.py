@@ -97,9 +97,9 @@ def test_an_explicit_max_iters_turns_the_preset_budget_off_and_caps_a_given_one(
 
     assert configs(build_parser().parse_args(["--preset", "cpu"]))[2] == 480  # the preset's 8 minutes
     assert configs(build_parser().parse_args(["--preset", "cpu", "--max_iters", "7"]))[2] is None
-    main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--time-budget", "20s",
+    main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--time-budget", "10s",
           "--max_iters", "30", "--eval_interval", "100"])
-    assert "time budget 20 s: 30 iterations" in capsys.readouterr().out and read_log(tmp_path)[-1]["iter"] == 30
+    assert "time budget 10 s: 30 iterations" in capsys.readouterr().out and read_log(tmp_path)[-1]["iter"] == 30
 
 
 def test_a_five_second_budget_ends_in_four_to_eight_seconds(tmp_path, periodic_text_file, capsys):
