@@ -90,6 +90,18 @@ def test_time_budget_decides_max_iters_once_and_resume_keeps_it(tmp_path, period
     assert log[-1]["iter"] == n and {row["max_iters"] for row in log if row["iter"] >= 26} == {n}
 
 
+def test_an_explicit_max_iters_turns_the_preset_budget_off_and_caps_a_given_one(tmp_path, periodic_text_file,
+                                                                                 capsys):
+    from gpt.train import main
+    from gpt.train_options import configs
+
+    assert configs(build_parser().parse_args(["--preset", "cpu"]))[2] == 480  # the preset's 8 minutes
+    assert configs(build_parser().parse_args(["--preset", "cpu", "--max_iters", "7"]))[2] is None
+    main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--time-budget", "10s",
+          "--max_iters", "30", "--eval_interval", "100"])
+    assert "time budget 10 s: 30 iterations" in capsys.readouterr().out and read_log(tmp_path)[-1]["iter"] == 30
+
+
 def test_a_five_second_budget_ends_in_four_to_eight_seconds(tmp_path, periodic_text_file, capsys):
     """Timed from main() (after the imports a user waits for once): warm-up, calibration, evaluations, the
     final full pass and the saves all fit; the decided max_iters is in the log and the state."""
@@ -115,6 +127,20 @@ def test_a_cpu_without_bf16_trains_in_float32_and_says_so(tmp_path, periodic_tex
     first = capsys.readouterr().out.splitlines()[0]
     assert "float32 (this CPU has no AMX or AVX512-BF16: bfloat16 would be emulated, slowly)" in first
     assert torch.load(tmp_path / "train_state.pt", weights_only=True)["dtype"] == "float32"
+
+
+def test_a_resume_keeps_the_dtype_auto_chose_without_probing_again(tmp_path, periodic_text_file, monkeypatch,
+                                                                   capsys):
+    import gpt.train
+
+    args = ["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--max_iters", "4", "--dtype", "auto"]
+    monkeypatch.setattr(gpt.train, "choose_dtype", lambda *a: (torch.bfloat16, "bfloat16 autocast (probed)"))
+    gpt.train.main([*args, "--stop-after", "2"])
+    monkeypatch.setattr(gpt.train, "choose_dtype", lambda *a: (torch.float32, "float32 (probed again)"))
+    gpt.train.main([*args, "--resume"])
+    resumed = capsys.readouterr().out.split("resuming from iteration 2")[1]
+    assert "bfloat16 (as the run started)" in resumed and "probed again" not in resumed
+    assert torch.load(tmp_path / "train_state.pt", weights_only=True)["dtype"] == "bfloat16"
 
 
 @pytest.mark.parametrize("fp32_s, bf16_s, chosen", [(2.0, 1.0, torch.bfloat16), (1.0, 1.0, torch.float32),
