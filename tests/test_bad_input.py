@@ -165,6 +165,28 @@ CASES = [
          expect="--optimizer must be one of adamw, muon, got 'sgd'"),
     case("muon learning rate negative", "gpt.train", *TRAIN, "--muon_lr", "-1",
          expect="--muon_lr must be a finite number >= 0, got -1.0"),
+    # ---- gpt.serve (the engine opens the file, then the options the server checks)
+    case("serve an ONNX file that does not exist", "gpt.serve", "--onnx", "{nowhere}.onnx",
+         expect="does not exist; export one with `python -m export.onnx --ckpt out`"),
+    case("serve an older export (format_version 2)", "gpt.serve", "--onnx", "{old_format_onnx}",
+         expect="has format_version 2; this version reads 3: re-export it with `python -m export.onnx --ckpt CKPT "
+                "--out {old_format_onnx}`"),
+    case("sample an older export (format_version 2)", "gpt.sample", "--backend", "onnxruntime", "--onnx",
+         "{old_format_onnx}", expect="has format_version 2; this version reads 3: re-export it"),
+    case("serve the portable layout", "gpt.serve", "--onnx", "{portable_onnx}",
+         expect="has the onnx layout; the engine needs the gqa layout"),
+    case("serve with no slots", "gpt.serve", "--onnx", "{portable_onnx}", "--slots", "0",
+         expect="--slots must be >= 1, got 0"),
+    case("serve on a port out of range", "gpt.serve", "--onnx", "{portable_onnx}", "--port", "70000",
+         expect="--port must be in [0, 65535], got 70000"),
+    case("serve with a zero request timeout", "gpt.serve", "--onnx", "{portable_onnx}", "--request-timeout", "0",
+         expect="--request-timeout must be > 0 seconds, got 0.0"),
+    case("serve with a negative drain timeout", "gpt.serve", "--onnx", "{portable_onnx}", "--drain-timeout", "-1",
+         expect="--drain-timeout must be >= 0 seconds, got -1.0"),
+    case("serve with a negative queue", "gpt.serve", "--onnx", "{portable_onnx}", "--max-queue", "-1",
+         expect="--max-queue must be >= 0, got -1"),
+    case("serve with a negative prefill chunk", "gpt.serve", "--onnx", "{portable_onnx}", "--prefill-chunk", "-4",
+         expect="--prefill-chunk must be >= 0 (0 = whole prompts), got -4"),
     # ---- export.onnx
     case("export a checkpoint that does not exist", "export.onnx", "--ckpt", "{nowhere}",
          expect="checkpoint directory {nowhere} does not exist; train one with"),
@@ -268,6 +290,14 @@ def paths(tmp_path_factory, tiny_ckpt, periodic_text_file) -> dict[str, str]:
     foreign = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(foreign, root / "foreign.onnx")
     p["foreign_onnx"] = root / "foreign.onnx"
+    for name, props in (("old_format_onnx", {"format_version": "2"}),
+                        ("portable_onnx", {"vocab": json.dumps(list("abc")), "block_size": "8", "n_layer": "1",
+                                           "n_head": "1", "n_embd": "4", "val_loss": "null", "layout": "onnx",
+                                           "format_version": "3"})):
+        del foreign.metadata_props[:]
+        onnx.helper.set_model_props(foreign, props)
+        onnx.save(foreign, root / f"{name}.onnx")
+        p[name] = root / f"{name}.onnx"
     p["truncated_onnx"] = root / "truncated.onnx"
     p["truncated_onnx"].write_bytes(foreign.SerializeToString()[:40])
     p["garbage_onnx"] = root / "garbage.onnx"
