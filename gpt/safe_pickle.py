@@ -16,14 +16,18 @@ from gpt.errors import GPTError
 PLAIN = (dict, list, str, int)
 
 
+class Refused(pickle.UnpicklingError):
+    """The pickle names code or holds something other than plain data."""
+
+
 class _PlainUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
-        raise pickle.UnpicklingError(f"it names {module}.{name}, which would run code")
+        raise Refused(f"it names {module}.{name}, which would run code")
 
 
 def _check_plain(value: object) -> None:
     if not isinstance(value, PLAIN):
-        raise pickle.UnpicklingError(f"it holds a {type(value).__name__}, not only dicts, lists, strings and ints")
+        raise Refused(f"it holds a {type(value).__name__}, not only dicts, lists, strings and ints")
     children = [*value.keys(), *value.values()] if isinstance(value, dict) else value if isinstance(value, list) else []
     for child in children:
         _check_plain(child)
@@ -37,9 +41,11 @@ def load_plain(path: Path) -> object:
     try:
         value = _PlainUnpickler(io.BytesIO(path.read_bytes())).load()
         _check_plain(value)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
-            AttributeError, RecursionError) as e:
-        reason = " ".join(str(e).split())[:160] or type(e).__name__
-        raise GPTError(f"{path} was refused: {reason}; only a pickle of dicts, lists, strings and ints is read "
+    except Refused as e:
+        raise GPTError(f"{path} was refused: {e}; only a pickle of dicts, lists, strings and ints is read "
                        "(nothing in it was run)") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            RecursionError) as e:  # a truncated or foreign file: the unpickler raises many kinds
+        reason = " ".join(str(e).split())[:160]
+        raise GPTError(f"{path} is not a readable pickle ({type(e).__name__}: {reason})") from None
     return value
