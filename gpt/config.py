@@ -15,7 +15,7 @@ class ModelConfig:
     n_head: int = 6
     n_embd: int = 384
     dropout: float = 0.2
-    bias: bool = True
+    bias: bool = True  # biases in the Linears and LayerNorms (GPT-2); nanoGPT's default is False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -35,6 +35,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
+        """Every field is required except `bias`, which files written before it existed lack (they had biases)."""
+        d = {"bias": True, **d}
         names = {f.name for f in fields(cls)}
         missing = sorted(names - set(d))
         if missing:

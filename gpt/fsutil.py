@@ -122,6 +122,16 @@ def check_dir(path: Path, what: str = "output directory", flag: str = "--out-dir
     return path
 
 
+def check_new_dir(path: Path, what: str = "output directory", flag: str = "--out") -> Path:
+    """Refuse a path that is a file or a directory that is not empty, so nothing of a user's is overwritten."""
+    from gpt.errors import GPTError
+
+    path = check_dir(path, what, flag)
+    if path.is_dir() and any(path.iterdir()):
+        raise GPTError(f"{what} {path} exists and is not empty; choose another {flag} or empty it")
+    return path
+
+
 def ensure_dir(path: Path, what: str = "output directory", flag: str = "--out-dir") -> Path:
     from gpt.errors import GPTError
 

@@ -14,6 +14,7 @@ import importlib
 import io
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,9 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from conftest import ROOT, TINY, run_module
+from conftest import PERIODIC_TEXT, ROOT, TINY, run_module
+from nanogpt_reference import GPT as NanoGPT
+from nanogpt_reference import GPTConfig, prepare_meta, write_files
 
 from gpt.errors import run_cli
 
@@ -196,6 +199,40 @@ CASES = [
          expect="--out must end in .onnx"),
     case("export opset not a number", "export.onnx", "--opset", "latest",
          expect="argument --opset: invalid int value: 'latest' (see `python -m export.onnx --help`)"),
+    # ---- gpt.convert nanogpt (nanoGPT's ckpt.pt + meta.pkl in)
+    case("convert a ckpt.pt that does not exist", "gpt.convert", "nanogpt", "{nowhere}", "--out", "{unused}",
+         expect="{nowhere} does not exist; give nanoGPT's checkpoint file (its out_dir/ckpt.pt)"),
+    case("convert a corrupt ckpt.pt", "gpt.convert", "nanogpt", "{corrupt_state}/train_state.pt", "--out", "{unused}",
+         expect="train_state.pt cannot be read (RuntimeError: PytorchStreamReader failed"),
+    case("convert a ckpt.pt that would run code", "gpt.convert", "nanogpt", "{evil_state}/train_state.pt",
+         "--out", "{unused}", expect="train_state.pt cannot be read (UnpicklingError: Weights only load failed"),
+    case("convert a checkpoint of an unknown format", "gpt.convert", "nanogpt", "{ckpt}/train_state.pt",
+         "--out", "{unused}", expect="is not a nanoGPT checkpoint: it has no 'model' and 'model_args' (found: "),
+    case("convert a GPT-2 BPE checkpoint", "gpt.convert", "nanogpt", "{nano_bpe}/ckpt.pt", "--out", "{unused}",
+         expect="is a GPT-2 BPE model (vocab_size 50304, no meta.pkl); this package is character-level"),
+    case("convert without meta.pkl", "gpt.convert", "nanogpt", "{nano}/ckpt.pt", "--out", "{unused}",
+         expect="ckpt.pt needs its vocabulary: add --meta data/DATASET/meta.pkl"),
+    case("convert with the meta.pkl of another vocabulary", "gpt.convert", "nanogpt", "{nano}/ckpt.pt",
+         "--meta", "{nano_bpe}/meta.pkl", "--out", "{unused}",
+         expect="meta.pkl has 40 characters but {nano}/ckpt.pt was trained on a vocabulary of 35"),
+    case("convert with a meta.pkl that would run code", "gpt.convert", "nanogpt", "{nano}/ckpt.pt",
+         "--meta", "{evil_meta}", "--out", "{unused}",
+         expect="system, which would run code; only a pickle of dicts, lists, strings and ints is read"),
+    case("convert with a meta.pkl that is not a pickle", "gpt.convert", "nanogpt", "{nano}/ckpt.pt",
+         "--meta", "{a_file}", "--out", "{unused}",
+         expect="a_file is not a readable pickle (ValueError: could not convert string to int"),
+    case("convert into a directory that is not empty", "gpt.convert", "nanogpt", "{nano}/ckpt.pt",
+         "--meta", "{nano}/meta.pkl", "--out", "{ckpt}",
+         expect="output directory {ckpt} exists and is not empty; choose another --out or empty it"),
+    case("convert an unknown format", "gpt.convert", "llama", "{nano}/ckpt.pt",
+         expect="argument FORMAT: invalid choice: 'llama' (choose from "),
+    # ---- export.hf (Hugging Face out)
+    case("hf export of a checkpoint that does not exist", "export.hf", "--ckpt", "{nowhere}", "--out", "{unused}",
+         expect="checkpoint directory {nowhere} does not exist; train one with"),
+    case("hf export of a bit-flipped checkpoint", "export.hf", "--ckpt", "{bitflip_weights}", "--out", "{unused}",
+         expect="model.safetensors does not match the sha256 in config.json"),
+    case("hf export into a directory that is not empty", "export.hf", "--ckpt", "{ckpt}", "--out", "{ckpt}",
+         expect="output directory {ckpt} exists and is not empty; choose another --out or empty it"),
     # ---- gpt.inspect
     case("inspect a prompt outside the vocabulary", "gpt.inspect", *INSPECT, "--prompt", "ROMEO#é",
          expect="the prompt has 2 character(s) not in the model's vocabulary: '#', 'é'"),
@@ -240,6 +277,16 @@ CASES = [
 ]
 
 
+class RunsCode:
+    """Pickles to a call of os.system(command): what a crafted meta.pkl would do under pickle.load."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
 def edit_config(ckpt, edit):
     path = ckpt / "config.json"
     manifest = json.loads(path.read_text())
@@ -251,7 +298,8 @@ def edit_config(ckpt, edit):
 def paths(tmp_path_factory, tiny_ckpt, periodic_text_file) -> dict[str, str]:
     """The fixture files the cases name: copies of the tiny checkpoint with one thing broken in each."""
     root = tmp_path_factory.mktemp("bad")
-    p = {"ckpt": tiny_ckpt, "text": periodic_text_file, "nowhere": root / "nowhere", "fresh": root / "fresh"}
+    p = {"ckpt": tiny_ckpt, "text": periodic_text_file, "nowhere": root / "nowhere", "fresh": root / "fresh",
+         "unused": root / "unused"}  # an --out that the rows sharing {fresh} cannot fill meanwhile
 
     def broken(name, fix):
         d = root / name
@@ -280,6 +328,15 @@ def paths(tmp_path_factory, tiny_ckpt, periodic_text_file) -> dict[str, str]:
     broken("future_format", lambda d: edit_config(d, lambda m: m.update(format_version=99)))
     broken("corrupt_state", lambda d: (d / "train_state.pt").write_bytes(b"PK\x03\x04 not a zip at all"))
     broken("evil_state", lambda d: torch.save({"iter": 1, "hook": os.system}, d / "train_state.pt"))  # never called
+
+    nano = prepare_meta(PERIODIC_TEXT)  # 35 characters
+    write_files(root / "nano", NanoGPT(GPTConfig(vocab_size=nano["vocab_size"])), nano)
+    p["nano"] = root / "nano"
+    bpe = NanoGPT(GPTConfig(vocab_size=50304, n_layer=1, n_head=1, n_embd=4))
+    write_files(root / "nano_bpe", bpe, prepare_meta(PERIODIC_TEXT + "XYZ#&"))  # and a meta.pkl of 40 characters
+    p["nano_bpe"] = root / "nano_bpe"
+    p["evil_meta"] = root / "evil.pkl"
+    p["evil_meta"].write_bytes(pickle.dumps(RunsCode(f"touch {root / 'pwned'}")))
 
     import onnx
     from onnx import TensorProto, helper
@@ -364,6 +421,15 @@ def test_bad_input_gets_one_clear_line(c: Case, results, paths):
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert c.expect.format(**paths) in lines[0]
+
+
+def test_a_malicious_meta_pkl_runs_nothing(results, paths, tmp_path):
+    """The refused meta.pkl ran nothing; the same file under plain pickle.load would have (the control)."""
+    marker = os.path.join(os.path.dirname(paths["evil_meta"]), "pwned")
+    assert results["convert with a meta.pkl that would run code"].returncode == 2 and not os.path.exists(marker)
+    subprocess.run([sys.executable, "-c", f"import pickle; pickle.load(open({paths['evil_meta']!r}, 'rb'))"],
+                   check=True, capture_output=True)
+    assert os.path.exists(marker)
 
 
 def test_debug_shows_the_traceback(paths):
