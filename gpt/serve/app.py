@@ -192,9 +192,14 @@ async def _complete(request: Request, choices: _Choices, body: CompletionRequest
 
 async def _stream(choices: _Choices, body: CompletionRequest, cid: str, arrived: float, include_usage: bool,
                   metrics: Metrics, settings: Settings) -> AsyncIterator[str]:
+    """OpenAI's chunks. The texts that wait in the queue when the loop comes round are sent as one chunk per
+    choice: under load one event (one JSON, one write) carries several characters, not one each."""
+    head = {"id": cid, "object": "text_completion", "created": int(time.time()), "model": settings.model_name,
+            "system_fingerprint": None}
+
     def chunk(index: int, text: str, finish_reason: str | None = None) -> str:
-        return Completion(id=cid, model=settings.model_name,
-                          choices=[Choice(text=text, index=index, finish_reason=finish_reason)]).model_dump_json()
+        choice = {"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason}
+        return json.dumps({**head, "choices": [choice], "usage": None}, ensure_ascii=False)
 
     n = len(choices.requests)
     last = [0.0] * n
@@ -204,24 +209,35 @@ async def _stream(choices: _Choices, body: CompletionRequest, cid: str, arrived:
             for i in range(n):
                 yield chunk(i, choices.prompts[i // (body.n or 1)])
         while left:
-            index, event = await choices.events.get()
+            batch = [await choices.events.get()]
+            while not choices.events.empty():
+                batch.append(choices.events.get_nowait())
             now = time.monotonic()
-            if event.kind == "token":
-                if last[index]:
-                    metrics.itl.observe(now - last[index])
-                elif not any(last):
-                    metrics.ttft.observe(now - arrived)
-                last[index] = now
-                yield chunk(index, event.text)
-            elif event.kind == "error":
-                outcome = event.code or "error"
-                yield json.dumps(APIError(STATUS_OF_ERROR.get(event.code, 500), event.error, None, event.code,
-                                          "server_error").body())
-                break
-            else:
+            texts: dict[int, str] = {}
+            for index, event in batch:
+                if event.kind == "token":
+                    texts[index] = texts.get(index, "") + event.text
+                    continue
+                if index in texts:
+                    yield chunk(index, texts.pop(index))
+                if event.kind == "error":
+                    outcome = event.code or "error"
+                    yield json.dumps(APIError(STATUS_OF_ERROR.get(event.code, 500), event.error, None, event.code,
+                                              "server_error").body())
+                    break
                 completion_tokens += event.completion_tokens
                 left -= 1
                 yield chunk(index, "", event.finish_reason)
+            else:
+                for index, text in texts.items():
+                    if last[index]:
+                        metrics.itl.observe(now - last[index])
+                    elif not any(last):
+                        metrics.ttft.observe(now - arrived)
+                    last[index] = now
+                    yield chunk(index, text)
+                continue
+            break  # an error ended the stream
         else:
             outcome = "ok"
             if include_usage:
