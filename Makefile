@@ -11,7 +11,7 @@ BASE_CHECK := $(BASE_VENV)/check
 TINY_TRAIN := --n_layer 1 --n_head 2 --n_embd 32 --block_size 32 --dropout 0 --batch_size 8 --max_iters 30 \
 	--eval_interval 30 --eval_iters 2 --warmup_iters 5 --no-compile --no-progress
 
-.PHONY: install data demo train sample onnx sample-onnx quality test test-base mutants bench lint web clean
+.PHONY: install data demo train sample onnx sample-onnx serve quality test test-base mutants bench lint web clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ onnx: install
 
 sample-onnx: install
 	$(PY) -m gpt.sample --backend onnxruntime --ckpt $(OUT) --prompt "ROMEO:" --max-new-tokens 500 --stats
+
+# The OpenAI-compatible server on the demo model (127.0.0.1:8000; SERVE_ARGS="--slots 8 --port 8001 ...").
+serve: install
+	$(PY) -m gpt.serve --onnx $(OUT)/model.onnx $(SERVE_ARGS)
 
 # The trained model's val loss and the share of its sampled words found in the training text.
 quality: install
