@@ -120,6 +120,14 @@ MUTANTS = [
     Mutant("the onnxruntime sampler imports torch", "gpt/decoders/ort_session.py",
            (("import onnxruntime as ort\n", "import onnxruntime as ort\nimport torch  # noqa: F401\n"),),
            ("tests/test_export.py::test_onnxruntime_sampler_runs_with_torch_unimportable",)),
+    Mutant("the engine's decode step gives every row the longest row's length", "gpt/engine/runner.py",
+           (("        mask = (self.positions[:int(lengths.max()) + 1] <= lengths[:, None]).astype(np.int64)\n",
+             "        mask = np.ones((rows, int(lengths.max()) + 1), dtype=np.int64)\n"),),
+           ("tests/test_engine.py::test_each_greedy_text_equals_gpt_sample_whatever_shares_the_batch",)),
+    Mutant("a cancelled request keeps its slot", "gpt/engine/core.py",
+           (("                if r.cancelled or (r.deadline is not None and now > r.deadline):\n",
+             "                if r.deadline is not None and now > r.deadline:\n"),),
+           ("tests/test_engine.py::test_cancel_frees_the_slot_within_one_step",)),
 ]
 
 

@@ -147,8 +147,6 @@ class Engine:
         while time.monotonic() < deadline and self._busy():
             time.sleep(0.01)
         with self._cond:
-            for r in [*self._waiting, *(s.request for s in self._slots if s is not None)]:
-                r.cancel("shutdown")
             self._stopped = True
             self._cond.notify()
         self._thread.join(timeout=10)
@@ -172,10 +170,17 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._waiting and all(s is None for s in self._slots):
-                    if self._stopped:
-                        return
+                while not self._waiting and all(s is None for s in self._slots) and not self._stopped:
                     self._cond.wait()
+                if self._stopped:  # after close()'s drain: what is left ends now
+                    shutdown = Event("error", error="the server shut down before the request finished", code="shutdown")
+                    for r in self._waiting:
+                        self._end(r, shutdown)
+                    self._waiting.clear()
+                    for i, slot in enumerate(self._slots):
+                        if slot is not None:
+                            self._finish(i, shutdown)
+                    return
                 self._admit()
             try:
                 self._reap()
@@ -199,8 +204,6 @@ class Engine:
                                                          text=StopText(r.params.stop))
 
     def _ending_event(self, r: Request, now: float) -> Event:
-        if r.cancelled == "shutdown":
-            return Event("error", error="the server shut down before the request finished", code="shutdown")
         if r.cancelled:
             return Event("done", finish_reason="cancelled", prompt_tokens=r.prompt_tokens)
         return Event("error", error=f"the request ran past its timeout of {r.params.timeout:g} s", code="timeout")

@@ -67,7 +67,7 @@ class Request:
     prompt_tokens: int  # the prompt's length before the window kept its tail
     id: int = field(default_factory=lambda: next(_ids))
     submitted: float = field(default_factory=time.monotonic)
-    cancelled: str | bool = False  # True, or why the engine ended it ("shutdown")
+    cancelled: bool = False
     finished: bool = False
     notify: Callable[[], None] | None = None  # the engine's wake-up, so a cancel is seen at once
 
@@ -75,8 +75,8 @@ class Request:
     def deadline(self) -> float | None:
         return None if self.params.timeout is None else self.submitted + self.params.timeout
 
-    def cancel(self, reason: str | bool = True) -> None:
-        self.cancelled = self.cancelled or reason
+    def cancel(self) -> None:
+        self.cancelled = True
         if self.notify is not None:
             self.notify()
 
