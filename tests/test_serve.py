@@ -289,3 +289,14 @@ def test_after_sigkill_a_restarted_server_serves_again(exported, reference):
     with server_process(exported[0], port=port) as (url, _):
         done = client(url).completions.create(model="model", prompt="the", max_tokens=30, temperature=0)
         assert done.choices[0].text == reference("the", 30)
+
+
+def test_a_port_in_use_is_one_line(exported):
+    with socket.socket() as busy:
+        busy.bind((HOST, 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "gpt.serve", "--onnx", str(exported[0]), "--port", str(port)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr

@@ -17,6 +17,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,9 +68,22 @@ def check(args: argparse.Namespace) -> None:
         raise GPTError(f"--drain-timeout must be >= 0 seconds, got {args.drain_timeout}")
 
 
+def check_port(host: str, port: int) -> None:
+    """Fail in one line before the model loads if the address cannot be listened on."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as e:
+        raise GPTError(f"cannot listen on {host}:{port}: {e.strerror or e} (another server there? try --port)"
+                       ) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check(args)
+    check_port(args.host, args.port)
     try:
         import uvicorn
         from sse_starlette.sse import AppStatus
