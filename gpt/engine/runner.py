@@ -53,6 +53,7 @@ class SlotRunner:
         self.step_ids = np.zeros((slots, 1), dtype=np.int64)
         self.step_logits = np.zeros((slots, 1, len(m.vocab)), dtype=np.float32)
         self.positions = np.arange(m.block_size + 1, dtype=np.int64)
+        self.mask = np.zeros(slots * m.block_size, dtype=np.int64)  # a decode step's attention_mask
         self._decode: dict[int, _DecodeBinding] = {}
 
     @property
@@ -97,10 +98,12 @@ class SlotRunner:
             io.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(self.step_ids[:rows]))
             io.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.step_logits[:rows]))
             binding = self._decode[rows] = _DecodeBinding(io, self._bind_cache(io, slice(0, rows)))
-        if int(lengths.max()) >= self.block_size:
-            raise GPTError(f"a decode step at position {int(lengths.max())} exceeds block_size {self.block_size}")
+        total = int(lengths.max()) + 1
+        if total > self.block_size:
+            raise GPTError(f"a decode step at position {total - 1} exceeds block_size {self.block_size}")
         self.step_ids[:rows, 0] = tokens
-        mask = (self.positions[:int(lengths.max()) + 1] <= lengths[:, None]).astype(np.int64)
+        mask = self.mask[:rows * total].reshape(rows, total)  # written in place: no allocation per step
+        np.less_equal(self.positions[:total], lengths[:, None], out=mask)
         binding.io.bind_cpu_input("attention_mask", mask)
         self._run(binding.io)
         return self.step_logits[:rows, 0]
