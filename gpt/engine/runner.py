@@ -34,6 +34,16 @@ class _DecodeBinding:
     views: list[np.ndarray]  # keeps the numpy views behind the bound OrtValues alive
 
 
+def aligned_zeros(shape: tuple[int, ...], align: int = 4096) -> np.ndarray:
+    """A zeroed float32 array whose data starts on an `align`-byte boundary, as onnxruntime's own buffers do
+    (numpy's start 16 or 48 bytes into a cache line, so every 64-byte row load of GroupQueryAttention's
+    keys/values straddles two lines): 1342 vs 1374 us a step, shakespeare fp32 at context 200, batch 1."""
+    nbytes = int(np.prod(shape)) * 4
+    raw = np.zeros(nbytes + align, dtype=np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + nbytes].view(np.float32).reshape(shape)
+
+
 class SlotRunner:
     def __init__(self, path: Path | str, slots: int, threads: int | None = None):
         if slots < 1:
@@ -49,10 +59,11 @@ class SlotRunner:
         check_signature(self.session, m, self.path, input_names(m.n_layer, "gqa"), output_names(m.n_layer))
         self.slots, self.block_size, self.vocab = slots, m.block_size, m.vocab
         shape = (slots, m.n_head, m.block_size, m.head_dim)
-        self.cache = [np.zeros(shape, dtype=np.float32) for _ in self.past_names]
+        self.cache = [aligned_zeros(shape) for _ in self.past_names]
         self.step_ids = np.zeros((slots, 1), dtype=np.int64)
         self.step_logits = np.zeros((slots, 1, len(m.vocab)), dtype=np.float32)
         self.positions = np.arange(m.block_size + 1, dtype=np.int64)
+        self.mask = np.zeros(slots * m.block_size, dtype=np.int64)  # a decode step's attention_mask
         self._decode: dict[int, _DecodeBinding] = {}
 
     @property
@@ -97,10 +108,12 @@ class SlotRunner:
             io.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(self.step_ids[:rows]))
             io.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.step_logits[:rows]))
             binding = self._decode[rows] = _DecodeBinding(io, self._bind_cache(io, slice(0, rows)))
-        if int(lengths.max()) >= self.block_size:
-            raise GPTError(f"a decode step at position {int(lengths.max())} exceeds block_size {self.block_size}")
+        total = int(lengths.max()) + 1
+        if total > self.block_size:
+            raise GPTError(f"a decode step at position {total - 1} exceeds block_size {self.block_size}")
         self.step_ids[:rows, 0] = tokens
-        mask = (self.positions[:int(lengths.max()) + 1] <= lengths[:, None]).astype(np.int64)
+        mask = self.mask[:rows * total].reshape(rows, total)  # written in place: no allocation per step
+        np.less_equal(self.positions[:total], lengths[:, None], out=mask)
         binding.io.bind_cpu_input("attention_mask", mask)
         self._run(binding.io)
         return self.step_logits[:rows, 0]
