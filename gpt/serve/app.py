@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
@@ -45,11 +46,31 @@ class Settings:
     retry_after_s: int = 1
 
 
+class _Mailbox:
+    """Events from the engine's thread to the event loop with at most one wake-up pending: a decode step of 16
+    rows hands over 16 events for one `call_soon_threadsafe`, not 16 (each one a write to the loop's pipe)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.items, self.pending = loop, deque(), False
+
+    def put(self, queue: asyncio.Queue, item: tuple[int, Event]) -> None:  # on the engine's thread
+        self.items.append((queue, item))
+        if not self.pending:
+            self.pending = True
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:  # on the event loop: clear first, so a put from now on schedules again
+        self.pending = False
+        while self.items:
+            queue, item = self.items.popleft()
+            queue.put_nowait(item)
+
+
 class _Choices:
     """The engine requests behind one HTTP request: their events, merged, on the event loop's queue."""
 
-    def __init__(self, engine: Engine, body: CompletionRequest, settings: Settings):
-        self.loop = asyncio.get_running_loop()
+    def __init__(self, engine: Engine, body: CompletionRequest, settings: Settings, mailbox: _Mailbox):
+        self.mailbox = mailbox
         self.events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
         params = body.generation_params(settings.max_tokens_limit, settings.request_timeout)
         n = body.n or 1
@@ -74,7 +95,7 @@ class _Choices:
         self.prompt_tokens = sum(r.prompt_tokens for r in self.requests)
 
     def _put(self, index: int, event: Event) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, (index, event))
+        self.mailbox.put(self.events, (index, event))
 
     def cancel(self) -> None:
         for r in self.requests:
@@ -85,6 +106,7 @@ def create_app(engine: Engine, settings: Settings = Settings()) -> FastAPI:
     app = FastAPI(title="shakespeare-gpt", summary="OpenAI-compatible completions over a continuous-batching engine")
     metrics = Metrics(engine)
     app.state.engine, app.state.settings, app.state.metrics = engine, settings, metrics
+    app.state.mailbox = None  # made on the first request, on the loop that serves it
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, e: APIError) -> JSONResponse:
@@ -138,7 +160,9 @@ def create_app(engine: Engine, settings: Settings = Settings()) -> FastAPI:
         if body.model != settings.model_name:
             raise APIError(404, f"the model {body.model!r} does not exist; this server has {settings.model_name!r}",
                            "model", "model_not_found")
-        choices = _Choices(engine, body, settings)
+        if app.state.mailbox is None:
+            app.state.mailbox = _Mailbox(asyncio.get_running_loop())
+        choices = _Choices(engine, body, settings, app.state.mailbox)
         metrics.prompt_tokens.inc(choices.prompt_tokens)
         cid = completion_id()
         if body.stream:
