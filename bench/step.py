@@ -33,26 +33,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.common import cpu_model
 from gpt.errors import ArgumentParser, GPTError, run_cli
 
 TEMPERATURE = 0.8
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def buckets(block_size: int) -> list[tuple[int, int]]:

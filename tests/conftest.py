@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,16 @@ def run_module(module: str, *args: str, env: dict | None = None, timeout: float 
     """Run `python -m module args` the way a user does; returns the completed process (never raises)."""
     return subprocess.run([python, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def wait_until(condition, seconds: float = 10.0) -> bool:
+    """Poll `condition` until it holds (True) or `seconds` pass (False): every wait in a test is bounded."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.002)
+    return False
 
 
 @pytest.fixture(scope="session")

@@ -4,11 +4,10 @@ each request whatever shares the batch, per-request parameters, stop strings, ca
 from __future__ import annotations
 
 import queue
-import time
 
 import numpy as np
 import pytest
-from conftest import run_module
+from conftest import run_module, wait_until
 
 import gpt
 from gpt.decoders.ort_decoder import open_onnx
@@ -77,12 +76,12 @@ def test_a_seeded_sampled_request_is_the_same_alone_and_under_load(engine, refer
     assert alone == reference("ROMEO:", 90, 0.9, 12, 0.9, 42)
     load = [engine.submit(p, GenerationParams(max_tokens=1_000_000, temperature=t, top_p=q, seed=s), lambda e: None)
             for p, t, q, s in ((PROMPTS[2], 1.5, 1.0, 1), (PROMPTS[4], 0.5, 0.5, 2))]
-    assert wait_for(lambda: engine.stats()["active"] == 2)
+    assert wait_until(lambda: engine.stats()["active"] == 2)
     assert engine.generate(["ROMEO:"], params)[0] == alone
     assert not any(r.finished for r in load)  # they shared every step of it
     for r in load:
         r.cancel()
-    assert wait_for(lambda: engine.stats()["active"] == 0)
+    assert wait_until(lambda: engine.stats()["active"] == 0)
 
 
 def test_stop_strings_cut_the_text_before_them(engine, reference):
@@ -108,13 +107,6 @@ def test_per_request_parameters_are_checked():
             GenerationParams(**bad)
 
 
-def wait_for(condition, seconds: float = 10.0) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.002)
-    return False
 
 
 def test_cancel_frees_the_slot_within_one_step(engine):
@@ -123,7 +115,7 @@ def test_cancel_frees_the_slot_within_one_step(engine):
     assert got.get(timeout=10).kind == "token"
     steps = engine.stats()["steps"]
     r.cancel()
-    assert wait_for(lambda: engine.stats()["active"] == 0)
+    assert wait_until(lambda: engine.stats()["active"] == 0)
     assert engine.stats()["steps"] - steps <= 2  # the step in flight, at most one more
     while (event := got.get(timeout=10)).kind == "token":
         pass
@@ -138,7 +130,7 @@ def test_the_queue_is_bounded(exported):
             e.submit("ROMEO:", long, lambda ev: None)
         for r in held:
             r.cancel()
-        assert wait_for(lambda: e.stats()["active"] == 0 and e.stats()["waiting"] == 0)
+        assert wait_until(lambda: e.stats()["active"] == 0 and e.stats()["waiting"] == 0)
         assert e.generate(["t"], GenerationParams(max_tokens=3, temperature=0))  # it serves again
 
 
@@ -164,7 +156,7 @@ def test_a_failing_request_ends_alone_and_the_loop_goes_on(engine, reference):
     engine.submit("ROMEO:", GenerationParams(max_tokens=200, temperature=0), broken)
     texts = engine.generate(PROMPTS[:3], GenerationParams(max_tokens=60, temperature=0))
     assert texts == [reference(p, 60) for p in PROMPTS[:3]]
-    assert wait_for(lambda: calls and calls[-1].kind == "error")
+    assert wait_until(lambda: calls and calls[-1].kind == "error")
     assert calls[-1].code == "internal" and len(calls) == 4
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT
+from conftest import ROOT, wait_until
 
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
@@ -197,16 +197,9 @@ def test_a_full_queue_answers_429_with_retry_after(exported):
                 r = http.post(f"{url}/v1/completions", json={**long, "stream": False})
                 assert r.status_code == 429 and r.headers["Retry-After"] == "1"
                 assert r.json()["error"]["code"] == "queue_full"
-        assert wait(lambda: engine.stats()["active"] == 0 and engine.stats()["waiting"] == 0)
+        assert wait_until(lambda: engine.stats()["active"] == 0 and engine.stats()["waiting"] == 0)
 
 
-def wait(condition, seconds: float = 10) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def test_a_client_that_disconnects_frees_its_slot_and_others_are_unaffected(exported, reference):
@@ -221,7 +214,7 @@ def test_a_client_that_disconnects_frees_its_slot_and_others_are_unaffected(expo
                 gone_events = sse(gone)
                 next(gone_events)
                 assert engine.stats()["active"] == 2
-            assert wait(lambda: engine.stats()["active"] == 1)  # the disconnected one's slot is free
+            assert wait_until(lambda: engine.stats()["active"] == 1)  # the disconnected one's slot is free
             text += "".join(e["choices"][0]["text"] for e in events)
         assert text == reference("the", 4000)
 
