@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gpt.generate import TextGenerator
+from gpt.api import TextGenerator
 
 
 def load(path: str | Path, backend: str | None = None, **options) -> TextGenerator:

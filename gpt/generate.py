@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from gpt.errors import GPTError
-from gpt.sampler import Sampler, SamplingParams
+from gpt.sampler import Sampler
 from gpt.tokenizer import CharTokenizer, UnknownCharacterError
 
 MAX_NEW_TOKENS = 1_000_000
@@ -107,30 +107,3 @@ def forced_logits(decoder: Decoder, prompt_ids: list[int], tokens: list[int]) ->
     recorder = _Recorder(decoder)
     generate(recorder, prompt_ids, len(tokens), lambda logits: np.full(logits.shape[0], next(script)))
     return recorder.logits
-
-
-class TextGenerator:
-    """The Python API: text in, text out, with the same options as `python -m gpt.sample`."""
-
-    def __init__(self, decoder: Decoder):
-        self.decoder = decoder
-        self.tokenizer = CharTokenizer(decoder.vocab)
-
-    def engine(self, slots: int = 16, threads: int | None = None, **options):
-        """A continuous-batching engine on the same gqa file (`gpt.engine.Engine`): many prompts in, texts or
-        token streams out. Use it as a context manager, or call `close()`."""
-        meta = getattr(self.decoder, "meta", None)
-        if meta is None or meta.layout != "gqa":
-            raise GPTError("the engine runs a gqa ONNX file: gpt.load('out/model.onnx') after "
-                           "`python -m export.onnx --ckpt out`")
-        from gpt.engine import Engine
-
-        return Engine(self.decoder.path, slots=slots, threads=threads, **options)
-
-    def generate(self, prompt: str = "\n", max_new_tokens: int = 500, temperature: float = 0.8, top_k: int = 0,
-                 top_p: float = 1.0, seed: int = 1337, num_samples: int = 1) -> list[str]:
-        """`num_samples` continuations (each prefixed by the prompt), decoded as one batch."""
-        sampler = Sampler(SamplingParams(temperature, top_k, top_p, seed))
-        prompt_ids = prepare_prompt(self.tokenizer, prompt, self.decoder.block_size)
-        out = generate(self.decoder, prompt_ids, max_new_tokens, sampler, num_samples)
-        return [prompt + self.tokenizer.decode(row) for row in out.tolist()]

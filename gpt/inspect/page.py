@@ -4,12 +4,9 @@ each, and the tables behind them. No scripts, no network."""
 from __future__ import annotations
 
 from html import escape
-from typing import TYPE_CHECKING
 
 from gpt.inspect.analysis import HABITS, shown
-
-if TYPE_CHECKING:
-    from gpt.inspect.report import Findings
+from gpt.inspect.findings import Findings
 
 STYLE = """
 body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }

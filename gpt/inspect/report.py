@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from gpt.fsutil import atomic_write_text
 from gpt.inspect import analysis, figures
-from gpt.inspect.analysis import Projection
-from gpt.inspect.capture import Trace, layer_norm_names, trace
+from gpt.inspect.capture import layer_norm_names, trace
+from gpt.inspect.findings import Findings
 from gpt.inspect.page import render
 from gpt.model import GPT
 from gpt.tokenizer import CharTokenizer
@@ -26,31 +25,6 @@ FIGURES = {
 }
 JSON_NAME = "inspect.json"
 INIT_SEED = 0  # the untrained model of --compare-init: the same map on every run
-
-
-@dataclass
-class Findings:
-    """Everything the report shows, as numbers."""
-
-    prompt: str
-    itos: list[str]
-    trace: Trace
-    layers: list[int]  # the layers and heads whose attention maps are drawn
-    heads: list[int]
-    depths: list[str]
-    lens_top: list[list[list[tuple[str, float]]]]  # [depth][position] -> top-k (char, probability)
-    final_top: list[list[tuple[str, float]]]  # [position] -> the model's own top-k
-    true_next: torch.Tensor  # [depth, T-1]
-    attended: torch.Tensor  # [L, T]
-    habits: torch.Tensor  # [L, H, len(HABITS)]
-    embedding: list[tuple[str, Projection]]  # (title, projection): trained, then untrained if asked
-    norms_before: torch.Tensor  # [2L+1, T]
-    norms_after: torch.Tensor
-    layer_norms: list[str]
-
-    @property
-    def chars(self) -> list[str]:
-        return list(self.prompt)
 
 
 def analyse(model: GPT, tokenizer: CharTokenizer, prompt: str, layers: list[int], heads: list[int],
