@@ -124,9 +124,9 @@ MUTANTS = [
            (("        mask = (self.positions[:int(lengths.max()) + 1] <= lengths[:, None]).astype(np.int64)\n",
              "        mask = np.ones((rows, int(lengths.max()) + 1), dtype=np.int64)\n"),),
            ("tests/test_engine.py::test_each_greedy_text_equals_gpt_sample_whatever_shares_the_batch",)),
-    Mutant("a cancelled request keeps its slot", "gpt/engine/core.py",
-           (("                if r.cancelled or (r.deadline is not None and now > r.deadline):\n",
-             "                if r.deadline is not None and now > r.deadline:\n"),),
+    Mutant("a cancelled request keeps its slot", "gpt/engine/request.py",
+           (("        return self.cancelled or (self.deadline is not None and now > self.deadline)\n",
+             "        return self.deadline is not None and now > self.deadline\n"),),
            ("tests/test_engine.py::test_cancel_frees_the_slot_within_one_step",)),
 ]
 

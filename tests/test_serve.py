@@ -122,6 +122,8 @@ def test_the_openai_client_completes_and_streams_the_engines_text(served, refere
     many = c.completions.create(model="model", prompt=["the", "dog"], n=2, max_tokens=20, temperature=0, seed=1)
     assert [ch.index for ch in many.choices] == [0, 1, 2, 3]
     assert [ch.text for ch in many.choices] == [reference("the", 20)] * 2 + [reference("dog", 20)] * 2
+    echoed = c.completions.create(model="model", prompt=["the", "dog"], n=2, max_tokens=5, temperature=0, echo=True)
+    assert [ch.text for ch in echoed.choices] == [p + reference(p, 5) for p in ("the", "the", "dog", "dog")]
     stopped = c.completions.create(model="model", prompt="ROMEO:", max_tokens=80, temperature=0, stop=["fox"])
     assert stopped.choices[0].finish_reason == "stop" and "fox" not in stopped.choices[0].text
     assert reference("ROMEO:", 80).startswith(stopped.choices[0].text + "fox")

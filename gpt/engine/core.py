@@ -194,16 +194,16 @@ class Engine:
 
     def _admit(self) -> None:
         now = time.monotonic()
-        for r in [r for r in self._waiting if r.cancelled or (r.deadline is not None and now > r.deadline)]:
+        for r in [r for r in self._waiting if r.over(now)]:
             self._waiting.remove(r)
-            self._end(r, self._ending_event(r, now))
+            self._end(r, self._ending_event(r))
         while self._waiting and None in self._slots:
             r = self._waiting.popleft()
             seed = r.params.seed if r.params.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
             self._slots[self._slots.index(None)] = _Slot(r, list(r.prompt_ids), rng=np.random.default_rng(seed),
                                                          text=StopText(r.params.stop))
 
-    def _ending_event(self, r: Request, now: float) -> Event:
+    def _ending_event(self, r: Request) -> Event:
         if r.cancelled:
             return Event("done", finish_reason="cancelled", prompt_tokens=r.prompt_tokens)
         return Event("error", error=f"the request ran past its timeout of {r.params.timeout:g} s", code="timeout")
@@ -211,10 +211,8 @@ class Engine:
     def _reap(self) -> None:
         now = time.monotonic()
         for i, slot in enumerate(self._slots):
-            if slot is not None:
-                r = slot.request
-                if r.cancelled or (r.deadline is not None and now > r.deadline):
-                    self._finish(i, self._ending_event(r, now))
+            if slot is not None and slot.request.over(now):
+                self._finish(i, self._ending_event(slot.request))
 
     def _prefill(self) -> None:
         pending = [i for i, s in enumerate(self._slots) if s is not None and s.unfed > 1]

@@ -34,10 +34,7 @@ class GenerationParams:
             raise GPTError(f"stop must be at most {MAX_STOP} non-empty strings, got {list(self.stop)!r}")
         if self.timeout is not None and not self.timeout > 0:
             raise GPTError(f"timeout must be > 0 seconds, got {self.timeout}")
-        self.sampling(0)  # the sampler's own checks of temperature, top_k and top_p
-
-    def sampling(self, seed: int) -> SamplingParams:
-        return SamplingParams(self.temperature, self.top_k, self.top_p, seed)
+        SamplingParams(self.temperature, self.top_k, self.top_p)  # the sampler's own checks of these three
 
 
 @dataclass(frozen=True)
@@ -74,6 +71,10 @@ class Request:
     @property
     def deadline(self) -> float | None:
         return None if self.params.timeout is None else self.submitted + self.params.timeout
+
+    def over(self, now: float) -> bool:
+        """Cancelled, or past its deadline: the engine ends it (in the queue or in its slot)."""
+        return self.cancelled or (self.deadline is not None and now > self.deadline)
 
     def cancel(self) -> None:
         self.cancelled = True

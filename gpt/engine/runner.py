@@ -66,10 +66,6 @@ class SlotRunner:
         self.mask = np.zeros(slots * m.block_size, dtype=np.int64)  # a decode step's attention_mask
         self._decode: dict[int, _DecodeBinding] = {}
 
-    @property
-    def cache_bytes(self) -> int:
-        return sum(c.nbytes for c in self.cache)
-
     def _bind_cache(self, io: ort.IOBinding, rows: slice) -> list[np.ndarray]:
         views = [c[rows] for c in self.cache]
         for past, present, view in zip(self.past_names, self.present_names, views, strict=True):
@@ -94,9 +90,8 @@ class SlotRunner:
         io.bind_cpu_input("input_ids", ids)
         io.bind_cpu_input("attention_mask", np.ones((1, end), dtype=np.int64))
         io.bind_output("logits", "cpu")
-        views = self._bind_cache(io, slice(slot, slot + 1))
+        self._bind_cache(io, slice(slot, slot + 1))  # views of self.cache: their memory outlives the run
         self._run(io)
-        del views
         return io.get_outputs()[0].numpy()[0, -1]
 
     def decode(self, tokens: np.ndarray, lengths: np.ndarray, rows: int) -> np.ndarray:

@@ -73,7 +73,7 @@ class _Choices:
         self.mailbox = mailbox
         self.events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
         params = body.generation_params(settings.max_tokens_limit, settings.request_timeout)
-        n = body.n or 1
+        self.n = n = body.n or 1
         self.prompts = body.prompts()
         self.requests = []
         try:
@@ -97,15 +97,26 @@ class _Choices:
     def _put(self, index: int, event: Event) -> None:
         self.mailbox.put(self.events, (index, event))
 
+    def prompt_of(self, index: int) -> str:
+        return self.prompts[index // self.n]
+
+    def usage(self, completion_tokens: int) -> Usage:
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=completion_tokens,
+                     total_tokens=self.prompt_tokens + completion_tokens)
+
     def cancel(self) -> None:
         for r in self.requests:
             r.cancel()
 
 
+def engine_error(event: Event) -> APIError:
+    """An engine's error event as OpenAI's error object (timeout 504, shutdown 503, anything else 500)."""
+    return APIError(STATUS_OF_ERROR.get(event.code, 500), event.error, None, event.code, "server_error")
+
+
 def create_app(engine: Engine, settings: Settings = Settings()) -> FastAPI:
     app = FastAPI(title="shakespeare-gpt", summary="OpenAI-compatible completions over a continuous-batching engine")
     metrics = Metrics(engine)
-    app.state.engine, app.state.settings, app.state.metrics = engine, settings, metrics
     app.state.mailbox = None  # made on the first request, on the loop that serves it
 
     @app.exception_handler(APIError)
@@ -176,7 +187,7 @@ def create_app(engine: Engine, settings: Settings = Settings()) -> FastAPI:
 
 async def _complete(request: Request, choices: _Choices, body: CompletionRequest, cid: str, arrived: float,
                     metrics: Metrics, settings: Settings) -> JSONResponse:
-    texts = [choices.prompts[i // (body.n or 1)] if body.echo else "" for i in range(len(choices.requests))]
+    texts = [choices.prompt_of(i) if body.echo else "" for i in range(len(choices.requests))]
     finish: list[str | None] = [None] * len(texts)
     completion_tokens, left, first = 0, len(texts), True
     try:
@@ -194,10 +205,9 @@ async def _complete(request: Request, choices: _Choices, body: CompletionRequest
                     first = False
                 texts[index] += event.text
             elif event.kind == "error":
-                status = STATUS_OF_ERROR.get(event.code, 500)
+                error = engine_error(event)
                 metrics.requests.labels(outcome=event.code or "error").inc()
-                return JSONResponse(APIError(status, event.error, None, event.code, "server_error").body(),
-                                    status_code=status)
+                return JSONResponse(error.body(), status_code=error.status)
             else:
                 finish[index] = event.finish_reason
                 completion_tokens += event.completion_tokens
@@ -209,8 +219,7 @@ async def _complete(request: Request, choices: _Choices, body: CompletionRequest
     response = Completion(id=cid, model=settings.model_name,
                           choices=[Choice(text=t, index=i, finish_reason=f) for i, (t, f) in
                                    enumerate(zip(texts, finish, strict=True))],
-                          usage=Usage(prompt_tokens=choices.prompt_tokens, completion_tokens=completion_tokens,
-                                      total_tokens=choices.prompt_tokens + completion_tokens))
+                          usage=choices.usage(completion_tokens))
     return JSONResponse(response.model_dump())
 
 
@@ -231,7 +240,7 @@ async def _stream(choices: _Choices, body: CompletionRequest, cid: str, arrived:
     try:
         if body.echo:
             for i in range(n):
-                yield chunk(i, choices.prompts[i // (body.n or 1)])
+                yield chunk(i, choices.prompt_of(i))
         while left:
             batch = [await choices.events.get()]
             while not choices.events.empty():
@@ -246,8 +255,7 @@ async def _stream(choices: _Choices, body: CompletionRequest, cid: str, arrived:
                     yield chunk(index, texts.pop(index))
                 if event.kind == "error":
                     outcome = event.code or "error"
-                    yield json.dumps(APIError(STATUS_OF_ERROR.get(event.code, 500), event.error, None, event.code,
-                                              "server_error").body())
+                    yield json.dumps(engine_error(event).body())
                     break
                 completion_tokens += event.completion_tokens
                 left -= 1
@@ -265,9 +273,8 @@ async def _stream(choices: _Choices, body: CompletionRequest, cid: str, arrived:
         else:
             outcome = "ok"
             if include_usage:
-                usage = Usage(prompt_tokens=choices.prompt_tokens, completion_tokens=completion_tokens,
-                              total_tokens=choices.prompt_tokens + completion_tokens)
-                yield Completion(id=cid, model=settings.model_name, choices=[], usage=usage).model_dump_json()
+                yield Completion(id=cid, model=settings.model_name, choices=[],
+                                 usage=choices.usage(completion_tokens)).model_dump_json()
         yield DONE
     finally:  # also when the client went away: the engine frees the slots at its next step
         choices.cancel()

@@ -134,7 +134,8 @@ class Usage(BaseModel):
 
 
 class Completion(BaseModel):
-    """A response, or (with `object` the same and one choice's delta) a streamed chunk, as OpenAI sends them."""
+    """A response as OpenAI sends it (and the last chunk of a stream with `include_usage`; app.py writes the
+    other chunks as plain dicts of the same fields, on the hot path)."""
 
     id: str
     object: Literal["text_completion"] = "text_completion"
