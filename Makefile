@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[train,export,serve,dev,genai,hf]'
+	$(PY) -m pip install -q -e '.[train,export,serve,ray,dev,genai,hf]'
 	touch $@
 
 data: install

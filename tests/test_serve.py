@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from conftest import ROOT, wait_until
+from servers import HOST, free_port, server_process, sse, wait_healthy
 
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
@@ -26,46 +24,6 @@ from gpt.engine import Engine, GenerationParams  # noqa: E402
 from gpt.serve.app import Settings, create_app  # noqa: E402
 
 KEY = "test-key"
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen | None = None, seconds: float = 60) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the server exited with {proc.returncode}: {proc.stderr.read()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"{url} did not become healthy in {seconds} s")
-
-
-@contextlib.contextmanager
-def server_process(onnx: Path, *args: str, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`python -m gpt.serve` as a user starts it; stopped (SIGTERM, then SIGKILL) however the test ends."""
-    port = port or free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gpt.serve", "--onnx", str(onnx), "--host", HOST, "--port",
-                             str(port), "--threads", "1", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "GPT_API_KEY": ""})
-    url = f"http://{HOST}:{port}"
-    try:
-        wait_healthy(url, proc)
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
 
 
 @contextlib.contextmanager
@@ -99,15 +57,6 @@ def reference(exported):
 
 def client(url: str, key: str = KEY) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=60)
-
-
-def sse(response: httpx.Response) -> Iterator[dict]:
-    """The JSON events of a streamed response, up to `data: [DONE]`."""
-    for line in response.iter_lines():
-        if line.startswith("data: "):
-            if line == "data: [DONE]":
-                return
-            yield json.loads(line[6:])
 
 
 def test_the_openai_client_completes_and_streams_the_engines_text(served, reference):

@@ -138,6 +138,11 @@ class Engine:
             return {"slots": self.slots, "active": sum(s is not None for s in self._slots),
                     "waiting": len(self._waiting), "steps": self.steps, "closing": self._closing}
 
+    @property
+    def running(self) -> bool:
+        """The scheduler thread is alive (it stops only after close())."""
+        return self._thread.is_alive()
+
     def close(self, drain_timeout: float = 0.0) -> None:
         """Take no new requests; let those in flight finish for up to `drain_timeout` s, end the rest."""
         with self._cond:

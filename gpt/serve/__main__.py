@@ -9,106 +9,53 @@ own length; more wait in a queue of --max-queue, and beyond it the server answer
 Binds to 127.0.0.1 unless --host says otherwise. With --api-key (or GPT_API_KEY in the environment) the /v1
 routes need `Authorization: Bearer <key>`. SIGTERM or Ctrl-C: stop accepting, let the streams in flight finish
 for up to --drain-timeout seconds, exit 0.
+
+With --ray the same app runs in --replicas engines (or --autoscale MIN:MAX), one Ray actor each, behind Ray
+Serve's HTTP proxy on --host:--port (gpt.serve.ray_app; `pip install 'shakespeare-gpt[ray]'`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
-import socket
 import sys
+import threading
 from collections.abc import Sequence
-from pathlib import Path
 
-from gpt.engine import DEFAULT_MAX_QUEUE, DEFAULT_SLOTS
-from gpt.errors import ArgumentParser, GPTError, run_cli
-
-API_KEY_ENV = "GPT_API_KEY"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m gpt.serve", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--onnx", type=Path, default=Path("out/model.onnx"),
-                   help="gqa ONNX file from `python -m export.onnx` (default: out/model.onnx)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
-    p.add_argument("--slots", type=int, default=DEFAULT_SLOTS,
-                   help=f"requests decoded together: rows of the shared KV cache (default: {DEFAULT_SLOTS})")
-    p.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
-                   help=f"requests that may wait for a slot before 429 (default: {DEFAULT_MAX_QUEUE})")
-    p.add_argument("--prefill-chunk", type=int, default=0,
-                   help="prompt tokens prefilled per engine step while others decode (default: 0 = whole prompt)")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: cores)")
-    p.add_argument("--model-name", default=None, help="the model id clients send (default: the file's stem)")
-    p.add_argument("--api-key", default=None, help=f"require this Bearer key (default: ${API_KEY_ENV}, or none)")
-    p.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens accepted (default: 4096)")
-    p.add_argument("--request-timeout", type=float, default=None,
-                   help="seconds a request may take, queue included (default: none)")
-    p.add_argument("--drain-timeout", type=float, default=30.0,
-                   help="seconds to finish streams in flight on SIGTERM (default: 30)")
-    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default: 1 MiB)")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    return p
-
-
-def check(args: argparse.Namespace) -> None:
-    if not 0 <= args.port <= 65535:
-        raise GPTError(f"--port must be in [0, 65535], got {args.port}")
-    for name in ("slots", "max_tokens_limit", "max_body_bytes"):
-        if getattr(args, name) < 1:
-            raise GPTError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.threads is not None and args.threads < 1:
-        raise GPTError(f"--threads must be >= 1, got {args.threads}")
-    if args.request_timeout is not None and not args.request_timeout > 0:
-        raise GPTError(f"--request-timeout must be > 0 seconds, got {args.request_timeout}")
-    if not args.drain_timeout >= 0:
-        raise GPTError(f"--drain-timeout must be >= 0 seconds, got {args.drain_timeout}")
-
-
-def check_port(host: str, port: int) -> None:
-    """Fail in one line before the model loads if the address cannot be listened on."""
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
-    except OSError as e:
-        raise GPTError(f"cannot listen on {host}:{port}: {e.strerror or e} (another server there? try --port)"
-                       ) from None
+from gpt.errors import GPTError, run_cli
+from gpt.serve.options import build_parser, check, check_port, settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(__doc__).parse_args(argv)
     check(args)
     check_port(args.host, args.port)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    return serve_on_ray(args) if args.ray else serve_here(args)
+
+
+def serve_here(args: argparse.Namespace) -> int:
     try:
         import uvicorn
         from sse_starlette.sse import AppStatus
 
-        from gpt.serve.app import Settings, create_app
+        from gpt.serve.app import create_app
     except ImportError as e:
         raise GPTError(f"gpt.serve needs its extra: pip install 'shakespeare-gpt[serve]' ({e.name} is missing)"
                        ) from None
     from gpt.engine import Engine
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
     engine = Engine(args.onnx, slots=args.slots, threads=args.threads, max_queue=args.max_queue,
                     prefill_chunk=args.prefill_chunk)
-    settings = Settings(model_name=args.model_name or args.onnx.stem,
-                        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
-                        max_tokens_limit=args.max_tokens_limit, request_timeout=args.request_timeout,
-                        max_body_bytes=args.max_body_bytes)
-    app = create_app(engine, settings)
+    app = create_app(engine, settings(args))
     AppStatus.disable_automatic_graceful_drain()  # on SIGTERM streams finish (up to --drain-timeout), not cut
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=args.drain_timeout, access_log=args.log_level == "debug")
     server = uvicorn.Server(config)
-    print(f"serving {args.onnx} as {settings.model_name!r} on http://{args.host}:{args.port} with {args.slots} slots",
-          file=sys.stderr, flush=True)
+    print(f"serving {args.onnx} as {settings(args).model_name!r} on http://{args.host}:{args.port} with "
+          f"{args.slots} slots", file=sys.stderr, flush=True)
     # uvicorn handles SIGTERM/SIGINT while it runs (stop accepting, drain) and raises the signal again once
     # done, under the handlers it found: these make that second delivery a no-op, so a drained server exits 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -117,6 +64,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.run()
     finally:
         engine.close(drain_timeout=0)
+    return 0
+
+
+def serve_on_ray(args: argparse.Namespace) -> int:
+    try:
+        import ray
+        from ray import serve
+
+        from gpt.serve.ray_app import application
+    except ImportError as e:
+        raise GPTError(f"gpt.serve --ray needs its extra: pip install 'shakespeare-gpt[ray]' ({e.name} is missing)"
+                       ) from None
+    from gpt.engine.runner import SlotRunner
+
+    SlotRunner(args.onnx, slots=1, threads=1)  # the file's problems in one line here, not in every replica's log
+    args.onnx = args.onnx.resolve()  # the replicas' working directory is not ours
+    stop = threading.Event()
+    ray.init(address=args.ray_address, logging_level=args.log_level.upper())
+    # After ray.init (whose own SIGTERM handler aborts the process) and before the app is up: a SIGTERM as soon
+    # as the endpoint answers already finds this handler.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(application(args), name="gpt", route_prefix="/")
+        scale = f"{args.autoscale} replicas (autoscaled)" if args.autoscale else f"{args.replicas} replicas"
+        print(f"serving {args.onnx} as {settings(args).model_name!r} on http://{args.host}:{args.port} through Ray "
+              f"Serve: {scale} x {args.slots} slots, {args.threads or 1} thread(s) each", file=sys.stderr,
+              flush=True)
+        stop.wait()
+        print("shutting down: the streams in flight finish first", file=sys.stderr, flush=True)
+    finally:
+        # Our application only, if the cluster is someone else's; Serve and the local cluster if we started it.
+        if args.ray_address is None:
+            serve.shutdown()
+        else:
+            serve.delete("gpt")
+        ray.shutdown()
     return 0
 
 

@@ -6,6 +6,9 @@
     GET  /health           200 {"status": "ok", ...} while serving, 503 while shutting down
     GET  /metrics          Prometheus text format
 
+Under Ray Serve (gpt.serve.ray_app) the same app runs in every replica; a `Fleet` adds the other replicas to
+/health and /metrics.
+
 Every bad request is a 4xx with OpenAI's error object; nothing a request does reaches another request.
 """
 
@@ -17,7 +20,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -27,6 +31,7 @@ from sse_starlette import EventSourceResponse
 from gpt.engine import Engine, EngineClosed, Event, QueueFull
 from gpt.errors import GPTError
 from gpt.serve.metrics import Metrics
+from gpt.serve.options import Settings
 from gpt.serve.protocol import APIError, Choice, Completion, CompletionRequest, Usage, completion_id, parse_request
 
 log = logging.getLogger("gpt.serve")
@@ -34,16 +39,7 @@ log = logging.getLogger("gpt.serve")
 DONE = "[DONE]"
 STATUS_OF_ERROR = {"timeout": 504, "shutdown": 503, "internal": 500}
 OUTCOME_OF_STATUS = {400: "invalid", 401: "unauthorized", 404: "unknown_model", 429: "queue_full", 503: "shutting_down"}
-
-
-@dataclass(frozen=True)
-class Settings:
-    model_name: str = "model"
-    api_key: str | None = None
-    max_tokens_limit: int = 4096
-    request_timeout: float | None = None  # seconds per request, queue included
-    max_body_bytes: int = 1 << 20
-    retry_after_s: int = 1
+DEFAULTS = Settings()
 
 
 class _Mailbox:
@@ -114,9 +110,17 @@ def engine_error(event: Event) -> APIError:
     return APIError(STATUS_OF_ERROR.get(event.code, 500), event.error, None, event.code, "server_error")
 
 
-def create_app(engine: Engine, settings: Settings = Settings()) -> FastAPI:
+class Fleet(Protocol):
+    """The other engines behind the same endpoint (gpt.serve.ray_app's replicas); a single process has none."""
+
+    async def health(self) -> dict: ...  # merged into /health
+
+    async def metrics(self) -> bytes: ...  # served as /metrics instead of this engine's own
+
+
+def create_app(engine: Engine, settings: Settings = DEFAULTS, fleet: Fleet | None = None) -> FastAPI:
     app = FastAPI(title="shakespeare-gpt", summary="OpenAI-compatible completions over a continuous-batching engine")
-    metrics = Metrics(engine)
+    app.state.metrics = metrics = Metrics(engine)
     app.state.mailbox = None  # made on the first request, on the loop that serves it
 
     @app.exception_handler(APIError)
@@ -150,12 +154,14 @@ def create_app(engine: Engine, settings: Settings = Settings()) -> FastAPI:
     async def health() -> JSONResponse:
         stats = engine.stats()
         status = 503 if stats["closing"] else 200
+        others = {} if fleet is None else await fleet.health()
         return JSONResponse({"status": "shutting down" if status == 503 else "ok", "model": settings.model_name,
-                             **stats}, status_code=status)
+                             **stats, **others}, status_code=status)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        text = generate_latest(metrics.registry) if fleet is None else await fleet.metrics()
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict:

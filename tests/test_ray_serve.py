@@ -1,0 +1,136 @@
+"""gpt.serve as a Ray Serve application (gpt.serve.ray_app): a local Ray cluster on 127.0.0.1, two replicas of one
+thread each, driven by the official `openai` client; one replica SIGKILLed under load. Every wait is bounded;
+Ray and Serve are shut down however the tests end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from conftest import wait_until
+from servers import HOST, free_port, server_process, sse
+
+openai = pytest.importorskip("openai")
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+
+from gpt.engine import Engine, GenerationParams  # noqa: E402
+from gpt.errors import GPTError  # noqa: E402
+from gpt.serve.ray_app import app  # noqa: E402
+
+LIMIT = 20_000  # --max-tokens-limit: streams long enough (seconds) to be cut mid-way
+
+
+@pytest.fixture(scope="module")
+def cluster(exported) -> Iterator[str]:
+    """`serve run gpt.serve.ray_app:app onnx=... replicas=2 threads=1` on a 2-CPU local cluster."""
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        serve.start(http_options={"host": HOST, "port": port})
+        serve.run(app({"onnx": str(exported[0]), "replicas": 2, "threads": 1, "slots": 8,
+                       "max_tokens_limit": LIMIT}), name="gpt", route_prefix="/")
+        yield f"http://{HOST}:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reference(exported):
+    with Engine(exported[0], slots=1, threads=1) as e:
+        yield lambda prompt, n: e.generate([prompt], GenerationParams(max_tokens=n, temperature=0))[0]
+
+
+def client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=60)
+
+
+def replicas(url: str) -> list[dict]:
+    return httpx.get(f"{url}/health", timeout=10).json()["replicas"]
+
+
+def test_the_ray_app_serves_the_same_greedy_text_plain_and_streamed(cluster, reference):
+    c = client(cluster)
+    for prompt in ("ROMEO:", "the dog", "\n"):
+        done = c.completions.create(model="model", prompt=prompt, max_tokens=60, temperature=0)
+        assert done.choices[0].text == reference(prompt, 60) and done.choices[0].finish_reason == "length"
+        chunks = list(c.completions.create(model="model", prompt=prompt, max_tokens=60, temperature=0, stream=True))
+        assert "".join(ch.choices[0].text for ch in chunks) == reference(prompt, 60)
+    with pytest.raises(openai.BadRequestError, match="max_tokens must be in"):
+        c.completions.create(model="model", prompt="t", max_tokens=0)
+
+
+def test_health_lists_every_replica_and_metrics_label_them(cluster):
+    health = httpx.get(f"{cluster}/health", timeout=10).json()
+    assert health["status"] == "ok" and health["unreachable"] == 0
+    assert len(health["replicas"]) == 2 and health["replica"] in {r["replica"] for r in health["replicas"]}
+    assert len({r["pid"] for r in health["replicas"]}) == 2 and all(r["slots"] == 8 for r in health["replicas"])
+    for _ in range(6):
+        client(cluster).completions.create(model="model", prompt="the", max_tokens=5, temperature=0)
+    text = httpx.get(f"{cluster}/metrics", timeout=10).text
+    for r in health["replicas"]:
+        assert f'gpt_slots{{replica="{r["replica"]}"}} 8.0' in text
+    ok = [float(line.split()[-1]) for line in text.splitlines() if line.startswith('gpt_requests_total{outcome="ok"')]
+    assert sum(ok) >= 6
+
+
+def test_a_killed_replica_fails_only_its_own_streams_and_ray_replaces_it(cluster, reference):
+    streams, outcomes = 8, {}
+    started = threading.Barrier(streams + 1, timeout=60)
+    body = {"model": "model", "prompt": "ROMEO:", "max_tokens": LIMIT, "temperature": 0, "stream": True}
+
+    def stream(i: int) -> None:
+        try:
+            with httpx.stream("POST", f"{cluster}/v1/completions", json=body, timeout=60) as s:
+                events = sse(s)
+                text = next(events)["choices"][0]["text"]
+                started.wait()
+                text += "".join(e["choices"][0]["text"] for e in events)
+            outcomes[i] = ("done", text)
+        except httpx.HTTPError as e:
+            outcomes[i] = ("error", time.monotonic())
+            assert isinstance(e, httpx.RemoteProtocolError), e  # the proxy cuts the body: an error, not a hang
+
+    threads = [threading.Thread(target=stream, args=(i,), daemon=True) for i in range(streams)]
+    for t in threads:
+        t.start()
+    started.wait()  # every stream has its first text: all 8 are in flight
+    before = replicas(cluster)
+    victim = max(before, key=lambda r: r["active"])
+    assert sum(r["active"] for r in before) == streams and victim["active"] >= 1
+    killed = time.monotonic()
+    os.kill(victim["pid"], signal.SIGKILL)
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    errors = [o for o in outcomes.values() if o[0] == "error"]
+    assert len(errors) == victim["active"]  # the streams on the killed replica, and only those
+    assert all(at - killed < 10 for _, at in errors)
+    assert all(text == reference("ROMEO:", LIMIT) for kind, text in outcomes.values() if kind == "done")
+    done = client(cluster).completions.create(model="model", prompt="the", max_tokens=20, temperature=0)
+    assert done.choices[0].text == reference("the", 20)  # the endpoint kept answering
+    pids = {r["pid"] for r in before}
+    assert wait_until(lambda: len(now := replicas(cluster)) == 2 and victim["pid"] not in {r["pid"] for r in now},
+                      seconds=90), "Ray did not replace the killed replica"
+    assert {r["pid"] for r in replicas(cluster)} - pids  # a new process
+
+
+def test_the_builder_checks_its_options_like_the_cli(exported):
+    with pytest.raises(GPTError, match="--replicas must be >= 1, got 0"):
+        app({"onnx": str(exported[0]), "replicas": 0})
+    with pytest.raises(GPTError, match=r"unrecognized arguments: --replica 2 \(see `python -m gpt.serve --help`\)"):
+        app({"onnx": str(exported[0]), "replica": 2})
+
+
+def test_the_cli_serves_on_ray_and_exits_0_on_sigterm(exported, reference):
+    with server_process(exported[0], "--ray", "--replicas", "1", seconds=120) as (url, proc):
+        done = client(url).completions.create(model="model", prompt="ROMEO:", max_tokens=40, temperature=0)
+        assert done.choices[0].text == reference("ROMEO:", 40)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
