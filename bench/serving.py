@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -81,29 +83,36 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(onnx: Path, slots: int, threads: int, *extra: str) -> Iterator[str]:
+def server(onnx: Path, slots: int, threads: int, *extra: str, replicas: int = 0, seconds: float = 120
+           ) -> Iterator[str]:
+    """`python -m gpt.serve` in a process group of its own, up when /health answers (and, with `--ray`, lists
+    `replicas` replicas); SIGTERM, then SIGKILL to the group (a --ray server's local cluster included)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gpt.serve", "--onnx", str(onnx), "--port", str(port),
                              "--slots", str(slots), "--threads", str(threads), "--max-queue", "1024",
                              "--log-level", "warning", *extra], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        end = time.monotonic() + 60
-        while time.monotonic() < end:
+        end = time.monotonic() + seconds
+        while True:
             if proc.poll() is not None:
                 raise GPTError(f"gpt.serve exited: {proc.stderr.read()[-300:]}")
+            if time.monotonic() > end:
+                raise GPTError(f"gpt.serve {' '.join(extra)} was not ready in {seconds:.0f} s")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                health = httpx.get(f"{url}/health", timeout=1)
+                if health.status_code == 200 and len(health.json().get("replicas", [])) == replicas:
                     break
             time.sleep(0.1)
         yield url
     finally:
         proc.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
 
 
 def sample_baseline(onnx: Path, max_tokens: int, threads: int, prompt: str, runs: int = 3) -> float:

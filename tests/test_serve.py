@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -203,6 +204,21 @@ def test_a_request_past_its_deadline_fails_clearly(exported):
         with httpx.stream("POST", f"{url}/v1/completions", json={**body, "stream": True}, timeout=30) as s:
             events = list(sse(s))
         assert events[-1]["error"]["code"] == "timeout"
+
+
+def test_a_stream_interval_sends_fewer_chunks_and_the_same_text(exported, reference):
+    interval = 0.05
+    with Engine(exported[0], slots=2, threads=1) as engine, server_thread(
+            engine, Settings(max_tokens_limit=100_000, stream_interval=interval)) as url:
+        body = {"model": "model", "prompt": "ROMEO:", "max_tokens": 20_000, "temperature": 0, "stream": True}
+        start = time.monotonic()
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as s:
+            events = list(sse(s))
+        elapsed = time.monotonic() - start
+    texts = [e["choices"][0]["text"] for e in events if e["choices"][0]["text"]]
+    assert "".join(texts) == reference("ROMEO:", 20_000)
+    assert len(texts) <= elapsed / interval + 2  # at most one chunk an interval, the first at once
+    assert len(texts) < 20_000 / 10  # hundreds of characters a chunk, not one
 
 
 def test_sigterm_finishes_the_streams_in_flight_then_exits_0(exported, reference):

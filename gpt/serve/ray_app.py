@@ -148,5 +148,6 @@ def app(args: dict[str, Any]) -> Application:
     for key, value in args.items():
         argv += [f"--{str(key).replace('_', '-')}", str(value)]
     options = build_parser().parse_args(argv)
+    options.ray = True  # the Ray defaults (--threads 1, --stream-interval) hold here too
     check(options)
     return application(options)
