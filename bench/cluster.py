@@ -9,9 +9,10 @@ Rows, each C = --streams streaming clients (bench/load.py; prompts from the vali
   ray, 1 replica x 1 thread      the proxy's hop with one engine
   ray, R replicas x 1 thread     R engines (R = --replicas, default the cores)
   the same, --stream-interval 0  a chunk whenever the loop comes round, as gpt.serve sends them
-With each Ray row, the proxy process's CPU seconds (user + system, from /proc) per request and per streamed
-chunk: one proxy core carries 1 / (CPU per chunk) chunks a second. And the proxy's added hop: the median
-latency of --probes sequential `max_tokens: 1` requests through Ray (1 replica) minus gpt.serve (1 thread).
+With each Ray row, the proxy process's CPU seconds (user + system, from /proc) during the run, less what it
+spends idle (measured for 5 s before), per request and per streamed chunk: one proxy core carries
+1 / (CPU per request) requests a second. And the proxy's added hop: the median latency of --probes sequential
+`max_tokens: 1` requests through Ray (1 replica) minus gpt.serve (1 thread).
 Writes NAME.md and NAME.json.
 """
 
@@ -35,6 +36,8 @@ from bench.serving import ROOT, TEMPERATURE, server, val_prompts
 from gpt.decoders.ort_session import default_threads, open_session
 from gpt.errors import ArgumentParser, GPTError, run_cli
 from gpt.serve.options import RAY_STREAM_INTERVAL
+
+IDLE_S = 5.0  # seconds the proxy's idle CPU is measured before each Ray row
 
 
 def build_parser() -> ArgumentParser:
@@ -123,13 +126,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         with server(args.onnx, args.slots, 1, "--ray", "--replicas", str(n), *extra, replicas=n) as url:
             asyncio.run(run_load(url, prompts, 2, 1, body))  # warm-up
             pids = proxy_pids()
+            idle = sum(cpu_seconds(p) for p in pids)
+            time.sleep(IDLE_S)
             before = sum(cpu_seconds(p) for p in pids)
+            idle_rate = (before - idle) / IDLE_S  # what the proxy spends with no request (polling, metrics)
             result = asyncio.run(run_load(url, prompts, args.streams, args.requests_per_client, body))
-            proxy_cpu = sum(cpu_seconds(p) for p in pids) - before
+            proxy_cpu = sum(cpu_seconds(p) for p in pids) - before - idle_rate * result.wall_s
         chunks = sum(len(r.gaps) + 1 for r in result.results if r.ok)
         shown = RAY_STREAM_INTERVAL if interval is None else interval
         report["rows"].append(row(f"ray, {n} replica{'s' * (n > 1)} x 1 thread, --stream-interval {shown:g}", result,
-                                  proxy_cpu_s=proxy_cpu, chunks=chunks))
+                                  proxy_cpu_s=proxy_cpu, proxy_idle_cpu_per_s=idle_rate, chunks=chunks))
     table = markdown(report)
     print(table)
     if args.out:
@@ -155,6 +161,14 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['server']} | {r['completed']} / {r['failed']} | {r['tokens_per_s']:,.0f} | "
                      f"{r['tokens_per_s'] / base:.2f} | {r['ttft_p50_ms']:.1f} / {r['ttft_p99_ms']:.1f} | "
                      f"{r['itl_p50_ms']:.2f} / {r['itl_p99_ms']:.2f} {proxy}")
+    a, b = report["rows"][-2:]  # the same requests, fewer and more chunks: proxy CPU = per request + per chunk
+    per_chunk = (b["proxy_cpu_s"] - a["proxy_cpu_s"]) / max(b["chunks"] - a["chunks"], 1)
+    per_request = (a["proxy_cpu_s"] - per_chunk * a["chunks"]) / a["requests"]
+    report["proxy_fit"] = {"cpu_ms_per_request": 1e3 * per_request, "cpu_us_per_chunk": 1e6 * per_chunk}
+    lines += ["", f"The proxy's CPU, fitted to the last two rows (same requests, {a['chunks']:,} vs {b['chunks']:,} "
+              f"chunks): {1e3 * per_request:.1f} ms a request + {1e6 * per_chunk:.0f} us a chunk; one proxy core "
+              f"carries about {1 / max(per_request + per_chunk * a['chunks'] / a['requests'], 1e-9):,.0f} requests/s "
+              f"like these at --stream-interval {RAY_STREAM_INTERVAL:g}."]
     h = report["hop"]
     lines += ["", f"The proxy's hop: a 1-token request takes {h['ray_1_token_ms']:.2f} ms through Ray (1 replica) vs "
               f"{h['direct_1_token_ms']:.2f} ms from gpt.serve (median of sequential requests): "
