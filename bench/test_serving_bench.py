@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from bench import serving
+from bench import cluster, serving
 
 
 def test_serving(preset, artifacts, threads, pytestconfig, capsys):
@@ -29,3 +29,19 @@ def test_serving(preset, artifacts, threads, pytestconfig, capsys):
     if out is not None:
         report = json.loads(out.with_suffix(".json").read_text())
         assert all(r["failed"] == 0 for r in report["rows"])
+
+
+def test_cluster(preset, artifacts, pytestconfig, capsys):
+    """bench/cluster.py: gpt.serve beside Ray Serve with 1 and 2 replicas (`make bench`:
+    bench/results/DATE-cluster-PRESET.{md,json}); the smoke run: 2 streams, 8 new tokens, 5 probes."""
+    pytest.importorskip("ray")
+    smoke = pytestconfig.getoption("--bench-smoke")
+    a = artifacts(preset)
+    out = None if smoke else serving.ROOT / "bench" / "results" / f"{datetime.date.today()}-cluster-{preset}"
+    args = ["--onnx", str(a.onnx["fp32"])]
+    args += ["--streams", "2", "--max-tokens", "8", "--requests-per-client", "1", "--probes", "5"] if smoke else [
+        "--out", str(out)]
+    assert cluster.main(args) == 0
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| server")]
+    assert len(rows) == 4 and all(" / 0 |" in line for line in rows), table  # every request completed
