@@ -196,6 +196,10 @@ CASES = [
          expect="--replicas must be >= 1, got 0"),
     case("serve on Ray autoscaling down from 3 to 1", "gpt.serve", "--ray", "--onnx", "{portable_onnx}",
          "--autoscale", "3:1", expect="--autoscale must be MIN:MAX with 0 <= MIN <= MAX and MAX >= 1, got '3:1'"),
+    case("serve replicas without --ray", "gpt.serve", "--onnx", "{portable_onnx}", "--replicas", "2",
+         expect="--replicas need --ray (replicas on Ray Serve)"),
+    case("serve on Ray with replicas and autoscale", "gpt.serve", "--ray", "--onnx", "{portable_onnx}", "--replicas",
+         "2", "--autoscale", "1:4", expect="--replicas and --autoscale exclude each other"),
     case("serve with an abbreviated option", "gpt.serve", "--onnx", "{portable_onnx}", "--replica", "2",
          expect="unrecognized arguments: --replica 2 (see `python -m gpt.serve --help`)"),
     # ---- export.onnx

@@ -121,9 +121,20 @@ def test_a_killed_replica_fails_only_its_own_streams_and_ray_replaces_it(cluster
     assert {r["pid"] for r in replicas(cluster)} - pids  # a new process
 
 
+def test_the_builder_maps_replicas_threads_and_autoscale_onto_the_deployment(exported):
+    fixed = app({"onnx": str(exported[0]), "replicas": 3, "threads": 2})._bound_deployment
+    assert fixed.num_replicas == 3 and fixed.ray_actor_options["num_cpus"] == 2  # Ray reserves the threads' cores
+    scaled = app({"onnx": str(exported[0]), "autoscale": "1:4", "slots": 8})._bound_deployment
+    config = scaled._deployment_config.autoscaling_config
+    assert (config.min_replicas, config.max_replicas, config.target_ongoing_requests) == (1, 4, 8)
+    assert scaled.ray_actor_options["num_cpus"] == 1  # one thread per replica unless told
+
+
 def test_the_builder_checks_its_options_like_the_cli(exported):
     with pytest.raises(GPTError, match="--replicas must be >= 1, got 0"):
         app({"onnx": str(exported[0]), "replicas": 0})
+    with pytest.raises(GPTError, match="--replicas and --autoscale exclude each other"):
+        app({"onnx": str(exported[0]), "replicas": 2, "autoscale": "1:4"})
     with pytest.raises(GPTError, match=r"unrecognized arguments: --replica 2 \(see `python -m gpt.serve --help`\)"):
         app({"onnx": str(exported[0]), "replica": 2})
 

@@ -89,7 +89,7 @@ def serve_on_ray(args: argparse.Namespace) -> int:
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
         serve.run(application(args), name="gpt", route_prefix="/")
-        scale = f"{args.autoscale} replicas (autoscaled)" if args.autoscale else f"{args.replicas} replicas"
+        scale = f"{args.autoscale} replicas (autoscaled)" if args.autoscale else f"{args.replicas or 1} replica(s)"
         print(f"serving {args.onnx} as {settings(args).model_name!r} on http://{args.host}:{args.port} through Ray "
               f"Serve: {scale} x {args.slots} slots, {args.threads or 1} thread(s) each", file=sys.stderr,
               flush=True)

@@ -67,7 +67,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     ray = p.add_argument_group("Ray Serve (--ray): replicas of the engine behind Ray's HTTP proxy")
     ray.add_argument("--ray", action="store_true", help="serve as a Ray Serve application (extra `ray`)")
-    ray.add_argument("--replicas", type=int, default=1, help="engines, one process each (default: 1)")
+    ray.add_argument("--replicas", type=int, default=None, help="engines, one process each (default: 1)")
     ray.add_argument("--autoscale", metavar="MIN:MAX", default=None,
                      help="let Ray scale between MIN and MAX replicas, aiming at --slots requests each")
     ray.add_argument("--ray-address", default=None,
@@ -79,7 +79,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
 def check(args: argparse.Namespace) -> None:
     if not 0 <= args.port <= 65535:
         raise GPTError(f"--port must be in [0, 65535], got {args.port}")
-    for name in ("slots", "max_tokens_limit", "max_body_bytes", "replicas"):
+    for name in ("slots", "max_tokens_limit", "max_body_bytes"):
         if getattr(args, name) < 1:
             raise GPTError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.threads is not None and args.threads < 1:
@@ -90,7 +90,15 @@ def check(args: argparse.Namespace) -> None:
         raise GPTError(f"--stream-interval must be in [0, 1] seconds, got {args.stream_interval}")
     if not args.drain_timeout >= 0:
         raise GPTError(f"--drain-timeout must be >= 0 seconds, got {args.drain_timeout}")
+    ray_only = [f"--{n.replace('_', '-')}" for n in ("replicas", "autoscale", "ray_address")
+                if getattr(args, n) is not None]
+    if ray_only and not args.ray:
+        raise GPTError(f"{' and '.join(ray_only)} need --ray (replicas on Ray Serve)")
+    if args.replicas is not None and args.replicas < 1:
+        raise GPTError(f"--replicas must be >= 1, got {args.replicas}")
     if args.autoscale is not None:
+        if args.replicas is not None:
+            raise GPTError("--replicas and --autoscale exclude each other: a fixed count, or a range for Ray")
         autoscale_range(args.autoscale)
 
 

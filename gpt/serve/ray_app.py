@@ -125,7 +125,7 @@ class Replica:
 def application(options: argparse.Namespace) -> Application:
     """The Ray Serve application for checked `gpt.serve` options (`--threads` defaults to 1 per replica)."""
     threads = options.threads or 1
-    scaling: dict[str, Any] = {"num_replicas": options.replicas}
+    scaling: dict[str, Any] = {"num_replicas": options.replicas or 1}
     if options.autoscale is not None:
         low, high = autoscale_range(options.autoscale)
         scaling = {"autoscaling_config": {"min_replicas": low, "max_replicas": high,
