@@ -200,6 +200,8 @@ CASES = [
          expect="--replicas need --ray (replicas on Ray Serve)"),
     case("serve on Ray with replicas and autoscale", "gpt.serve", "--ray", "--onnx", "{portable_onnx}", "--replicas",
          "2", "--autoscale", "1:4", expect="--replicas and --autoscale exclude each other"),
+    case("serve on a Ray cluster nobody runs", "gpt.serve", "--ray", "--onnx", "{portable_onnx}", "--ray-address",
+         "127.0.0.1:1", expect="--ray-address 127.0.0.1:1: no Ray cluster answers there"),
     case("serve with an abbreviated option", "gpt.serve", "--onnx", "{portable_onnx}", "--replica", "2",
          expect="unrecognized arguments: --replica 2 (see `python -m gpt.serve --help`)"),
     # ---- export.onnx

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import wait_until
+from conftest import ROOT, wait_until
 from servers import HOST, free_port, server_process, sse
 
 openai = pytest.importorskip("openai")
@@ -137,6 +139,14 @@ def test_the_builder_checks_its_options_like_the_cli(exported):
         app({"onnx": str(exported[0]), "replicas": 2, "autoscale": "1:4"})
     with pytest.raises(GPTError, match=r"unrecognized arguments: --replica 2 \(see `python -m gpt.serve --help`\)"):
         app({"onnx": str(exported[0]), "replica": 2})
+
+
+def test_replicas_the_local_cluster_cannot_hold_are_one_line_not_a_wait(exported):
+    r = subprocess.run([sys.executable, "-m", "gpt.serve", "--ray", "--onnx", str(exported[0]), "--port",
+                        str(free_port()), "--threads", "999"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1, r.stderr
+    assert "1 replica(s) x 999 thread(s) need 999 CPUs; this machine's Ray cluster has" in errors[0]
 
 
 def test_the_cli_serves_on_ray_and_exits_0_on_sigterm(exported, reference):

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Sequence
 
 from gpt.errors import GPTError, run_cli
-from gpt.serve.options import build_parser, check, check_port, settings
+from gpt.serve.options import autoscale_range, build_parser, check, check_port, check_ray_address, settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +78,7 @@ def serve_on_ray(args: argparse.Namespace) -> int:
                        ) from None
     from gpt.engine.runner import SlotRunner
 
+    check_ray_address(args.ray_address)
     SlotRunner(args.onnx, slots=1, threads=1)  # the file's problems in one line here, not in every replica's log
     args.onnx = args.onnx.resolve()  # the replicas' working directory is not ours
     stop = threading.Event()
@@ -87,8 +88,14 @@ def serve_on_ray(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
+        if args.ray_address is None:  # a cluster of this machine alone: replicas it cannot place would wait forever
+            need_cpus(args, int(ray.cluster_resources().get("CPU", 0)))
         serve.start(http_options={"host": args.host, "port": args.port})
-        serve.run(application(args), name="gpt", route_prefix="/")
+        try:
+            serve.run(application(args), name="gpt", route_prefix="/")
+        except RuntimeError as e:  # a replica that cannot start: Ray has logged why, replica by replica
+            raise GPTError(f"Ray Serve could not start the replicas ({' '.join(str(e).split())[:200]}); their "
+                           "logs: /tmp/ray/session_latest/logs/serve/") from None
         scale = f"{args.autoscale} replicas (autoscaled)" if args.autoscale else f"{args.replicas or 1} replica(s)"
         print(f"serving {args.onnx} as {settings(args).model_name!r} on http://{args.host}:{args.port} through Ray "
               f"Serve: {scale} x {args.slots} slots, {args.threads or 1} thread(s) each", file=sys.stderr,
@@ -103,6 +110,15 @@ def serve_on_ray(args: argparse.Namespace) -> int:
             serve.delete("gpt")
         ray.shutdown()
     return 0
+
+
+def need_cpus(args: argparse.Namespace, cpus: int) -> None:
+    replicas = autoscale_range(args.autoscale)[0] if args.autoscale else args.replicas or 1
+    threads = args.threads or 1
+    if replicas * threads > cpus:
+        raise GPTError(f"{replicas} replica(s) x {threads} thread(s) need {replicas * threads} CPUs; this machine's "
+                       f"Ray cluster has {cpus}: fewer --replicas or --threads, or join a bigger cluster with "
+                       "--ray-address")
 
 
 if __name__ == "__main__":
