@@ -32,7 +32,7 @@ import numpy as np
 
 from bench.common import cpu_model
 from bench.load import LoadResult, run_load
-from bench.serving import ROOT, TEMPERATURE, server, val_prompts
+from bench.serving import ROOT, TEMPERATURE, save, server, val_prompts
 from gpt.decoders.ort_session import default_threads, open_session
 from gpt.errors import ArgumentParser, GPTError, run_cli
 from gpt.serve.options import RAY_STREAM_INTERVAL
@@ -139,9 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown(report)
     print(table)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
-        args.out.with_suffix(".md").write_text(table)
+        save(args.out, report, table)
     return 0
 
 

@@ -203,11 +203,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = markdown(report)
     print(table)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
-        args.out.with_suffix(".md").write_text(table)
+        save(args.out, report, table)
         plot(report, args.out.with_suffix(".png"))
     return 0
+
+
+def save(out: Path, report: dict, table: str) -> None:
+    """OUT.json (the report) and OUT.md (its table)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    out.with_suffix(".md").write_text(table)
 
 
 def markdown(report: dict) -> str:
