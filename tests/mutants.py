@@ -134,6 +134,9 @@ MUTANTS = [
     Mutant("the cluster's /metrics drops the replica label", "gpt/serve/ray_app.py",
            (('{**s.labels, "replica": replica}', "s.labels"),),
            ("tests/test_ray_serve.py::test_health_lists_every_replica_and_metrics_label_them",)),
+    Mutant("gpt.serve --ray shuts Ray down on SIGTERM without draining", "gpt/serve/__main__.py",
+           (('        drain("gpt", args.drain_timeout)\n', ""),),
+           ("tests/test_ray_serve.py::test_sigterm_lets_the_streams_in_flight_finish_then_the_cli_exits_0",)),
 ]
 
 

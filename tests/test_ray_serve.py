@@ -149,9 +149,17 @@ def test_replicas_the_local_cluster_cannot_hold_are_one_line_not_a_wait(exported
     assert "1 replica(s) x 999 thread(s) need 999 CPUs; this machine's Ray cluster has" in errors[0]
 
 
-def test_the_cli_serves_on_ray_and_exits_0_on_sigterm(exported, reference):
-    with server_process(exported[0], "--ray", "--replicas", "1", seconds=120) as (url, proc):
+def test_sigterm_lets_the_streams_in_flight_finish_then_the_cli_exits_0(exported, reference):
+    with server_process(exported[0], "--ray", "--replicas", "1", "--max-tokens-limit", str(LIMIT),
+                        seconds=120) as (url, proc):
         done = client(url).completions.create(model="model", prompt="ROMEO:", max_tokens=40, temperature=0)
         assert done.choices[0].text == reference("ROMEO:", 40)
-        proc.send_signal(signal.SIGTERM)
+        body = {"model": "model", "prompt": "ROMEO:", "max_tokens": LIMIT, "temperature": 0, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as s:
+            events = sse(s)
+            text = next(events)["choices"][0]["text"]
+            proc.send_signal(signal.SIGTERM)
+            chunks = list(events)
+        text += "".join(e["choices"][0]["text"] for e in chunks)
+        assert chunks[-1]["choices"][0]["finish_reason"] == "length" and text == reference("ROMEO:", LIMIT)
         assert proc.wait(timeout=60) == 0

@@ -143,11 +143,15 @@ class Engine:
         """The scheduler thread is alive (it stops only after close())."""
         return self._thread.is_alive()
 
-    def close(self, drain_timeout: float = 0.0) -> None:
-        """Take no new requests; let those in flight finish for up to `drain_timeout` s, end the rest."""
+    def stop_accepting(self) -> None:
+        """Take no new requests (`submit` raises `EngineClosed`, /health says 503); those queued or running go on."""
         with self._cond:
             self._closing = True
             self._cond.notify()
+
+    def close(self, drain_timeout: float = 0.0) -> None:
+        """Take no new requests; let those in flight finish for up to `drain_timeout` s, end the rest."""
+        self.stop_accepting()
         deadline = time.monotonic() + drain_timeout
         while time.monotonic() < deadline and self._busy():
             time.sleep(0.01)

@@ -72,7 +72,7 @@ def serve_on_ray(args: argparse.Namespace) -> int:
         import ray
         from ray import serve
 
-        from gpt.serve.ray_app import application
+        from gpt.serve.ray_app import application, drain
     except ImportError as e:
         raise GPTError(f"gpt.serve --ray needs its extra: pip install 'shakespeare-gpt[ray]' ({e.name} is missing)"
                        ) from None
@@ -101,7 +101,9 @@ def serve_on_ray(args: argparse.Namespace) -> int:
               f"Serve: {scale} x {args.slots} slots, {args.threads or 1} thread(s) each", file=sys.stderr,
               flush=True)
         stop.wait()
-        print("shutting down: the streams in flight finish first", file=sys.stderr, flush=True)
+        print(f"shutting down: the requests in flight finish first (up to {args.drain_timeout:g} s)",
+              file=sys.stderr, flush=True)
+        drain("gpt", args.drain_timeout)
     finally:
         # Our application only, if the cluster is someone else's; Serve and the local cluster if we started it.
         if args.ray_address is None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,12 +115,29 @@ class Replica:
     def report(self) -> dict:
         return {"replica": self.name, "pid": os.getpid(), **self.engine.stats()}
 
+    def stop_accepting(self) -> None:
+        """The first half of a drain (gpt.serve --ray on SIGTERM): new requests get 503, the running ones go on."""
+        self.engine.stop_accepting()
+
     def metrics_text(self) -> tuple[str, bytes]:
         return self.name, generate_latest(self.http.state.metrics.registry)
 
-    async def __del__(self):  # after Ray's graceful shutdown has let the requests in flight finish
+    async def __del__(self):  # Ray's shutdown: after `drain` (below), nothing is left in flight
         self.engine.close()
         await super().__del__()  # the ASGI wrapper's own shutdown
+
+
+def drain(app_name: str, timeout: float) -> None:
+    """Let every replica finish what it holds, for up to `timeout` s, taking nothing new. Ray's own shutdown
+    stops its proxy at once, which would cut every stream in flight."""
+    handle = serve.get_deployment_handle(DEPLOYMENT, app_name)
+    handle.broadcast("stop_accepting").results(timeout_s=BROADCAST_TIMEOUT_S, return_exceptions=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reports = handle.broadcast("report").results(timeout_s=BROADCAST_TIMEOUT_S, return_exceptions=True)
+        if all(isinstance(r, BaseException) or not (r["active"] or r["waiting"]) for r in reports):
+            return
+        time.sleep(0.1)
 
 
 def application(options: argparse.Namespace) -> Application:
