@@ -22,7 +22,6 @@ import argparse
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -122,7 +121,7 @@ class Replica:
     def metrics_text(self) -> tuple[str, bytes]:
         return self.name, generate_latest(self.http.state.metrics.registry)
 
-    async def __del__(self):  # Ray's shutdown: after `drain` (below), nothing is left in flight
+    async def __del__(self):  # Ray's shutdown; under `gpt.serve --ray`, after `drain` has emptied the engine
         self.engine.close()
         await super().__del__()  # the ASGI wrapper's own shutdown
 
@@ -153,8 +152,7 @@ def application(options: argparse.Namespace) -> Application:
         max_ongoing_requests=options.slots + options.max_queue,  # the engine's own limit answers 429 past it
         graceful_shutdown_timeout_s=options.drain_timeout, health_check_period_s=2,
         max_constructor_retry_count=3, **scaling)
-    onnx = Path(options.onnx)
-    config = ReplicaConfig(onnx=str(onnx), slots=options.slots, threads=threads, max_queue=options.max_queue,
+    config = ReplicaConfig(onnx=str(options.onnx), slots=options.slots, threads=threads, max_queue=options.max_queue,
                            prefill_chunk=options.prefill_chunk, settings=settings(options))
     return deployment.bind(config)
 
