@@ -13,7 +13,7 @@ With each Ray row, the proxy process's CPU seconds (user + system, from /proc) d
 spends idle (measured for 5 s before), per request and per streamed chunk: one proxy core carries
 1 / (CPU per request) requests a second. And the proxy's added hop: the median latency of --probes sequential
 `max_tokens: 1` requests through Ray (1 replica) minus gpt.serve (1 thread).
-Writes NAME.md and NAME.json.
+Writes NAME.md, NAME.json and NAME.png (throughput per configuration, the proxy's CPU per request).
 """
 
 from __future__ import annotations
@@ -140,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table)
     if args.out:
         save(args.out, report, table)
+        plot(report, args.out.with_suffix(".png"))
     return 0
 
 
@@ -176,3 +177,37 @@ def markdown(report: dict) -> str:
 
 if __name__ == "__main__":
     run_cli(main)
+
+
+def plot(report: dict, path: Path) -> None:
+    """Throughput per configuration beside the proxy's CPU: where a cluster's tokens go on one machine."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    names = [r["server"].replace(", --stream-interval", "\n--stream-interval").replace(", 1 process", "\n1 process")
+             for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    bars = a.barh(names, [r["tokens_per_s"] for r in rows], color=["#4c72b0"] + ["#dd8452"] * (len(rows) - 1))
+    for bar, r in zip(bars, rows, strict=True):
+        a.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {r['tokens_per_s']:,.0f} tok/s, TTFT p99 "
+               f"{r['ttft_p99_ms']:.0f} ms", va="center", fontsize=7)
+    a.invert_yaxis()
+    top = max(r["tokens_per_s"] for r in rows)
+    a.set(xlabel="output tokens/s", title=f"{report['streams']} streams", xlim=(0, 1.6 * top))
+    ray = [r for r in rows if "proxy_cpu_s" in r]
+    labels = [r["server"].removeprefix("ray, ").replace(" x 1 thread, --stream-interval ", "\ninterval ")
+              + f"\n{r['chunks']:,} chunks" for r in ray]
+    b.bar(labels, [1e3 * r["proxy_cpu_s"] / r["requests"] for r in ray], color="#c44e52")
+    fit = report["proxy_fit"]
+    b.set(ylabel="proxy CPU ms per request", title=f"Ray's proxy CPU: {fit['cpu_ms_per_request']:.1f} ms a request\n"
+          f"+ {fit['cpu_us_per_chunk']:.0f} us a chunk")
+    b.tick_params(axis="x", labelsize=7)
+    for ax in (a, b):
+        ax.grid(alpha=0.3, axis="x" if ax is a else "y")
+    fig.suptitle(f"{Path(report['file']).name} · {report['cpu']} ({report['cores']} cores) · prompt "
+                 f"{report['prompt_len']} + {report['max_tokens']} tokens", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
