@@ -32,7 +32,7 @@ import numpy as np
 
 from bench.common import cpu_model
 from bench.load import LoadResult, run_load
-from bench.serving import ROOT, TEMPERATURE, save, server, val_prompts
+from bench.serving import ROOT, TEMPERATURE, publish, server, val_prompts
 from gpt.decoders.ort_session import default_threads, open_session
 from gpt.errors import ArgumentParser, GPTError, run_cli
 from gpt.serve.options import RAY_STREAM_INTERVAL
@@ -136,11 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shown = RAY_STREAM_INTERVAL if interval is None else interval
         report["rows"].append(row(f"ray, {n} replica{'s' * (n > 1)} x 1 thread, --stream-interval {shown:g}", result,
                                   proxy_cpu_s=proxy_cpu, proxy_idle_cpu_per_s=idle_rate, chunks=chunks))
-    table = markdown(report)
-    print(table)
-    if args.out:
-        save(args.out, report, table)
-        plot(report, args.out.with_suffix(".png"))
+    publish(report, args.out, markdown, plot)
     return 0
 
 

@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -200,19 +200,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      threads)
             report["rows"].append({"server": "onnxruntime-genai Engine", "rows_per_step": rows, **result.row()})
             print(json.dumps(report["rows"][-1]), file=sys.stderr)
-    table = markdown(report)
-    print(table)
-    if args.out:
-        save(args.out, report, table)
-        plot(report, args.out.with_suffix(".png"))
+    publish(report, args.out, markdown, plot)
     return 0
 
 
-def save(out: Path, report: dict, table: str) -> None:
-    """OUT.json (the report) and OUT.md (its table)."""
+def publish(report: dict, out: Path | None, markdown: Callable[[dict], str],
+            plot: Callable[[dict, Path], None]) -> None:
+    """The report's table on stdout; with `out`, OUT.json (the report), OUT.md (the table) and OUT.png."""
+    table = markdown(report)
+    print(table)
+    if out is None:
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     out.with_suffix(".md").write_text(table)
+    plot(report, out.with_suffix(".png"))
 
 
 def markdown(report: dict) -> str:

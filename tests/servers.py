@@ -69,3 +69,14 @@ def sse(response: httpx.Response) -> Iterator[dict]:
             if line == "data: [DONE]":
                 return
             yield json.loads(line[6:])
+
+
+def stream_through_sigterm(url: str, proc: subprocess.Popen, body: dict) -> tuple[str, str | None]:
+    """Stream `body`, send the server SIGTERM once the first text has come, read the stream to its end:
+    (the whole text, the last finish_reason)."""
+    with httpx.stream("POST", f"{url}/v1/completions", json={**body, "stream": True}, timeout=60) as s:
+        events = sse(s)
+        text = next(events)["choices"][0]["text"]
+        proc.send_signal(signal.SIGTERM)
+        chunks = list(events)
+    return text + "".join(e["choices"][0]["text"] for e in chunks), chunks[-1]["choices"][0]["finish_reason"]

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from conftest import ROOT, wait_until
-from servers import HOST, free_port, server_process, sse
+from servers import HOST, free_port, server_process, sse, stream_through_sigterm
 
 openai = pytest.importorskip("openai")
 ray = pytest.importorskip("ray")
@@ -154,12 +154,7 @@ def test_sigterm_lets_the_streams_in_flight_finish_then_the_cli_exits_0(exported
                         seconds=120) as (url, proc):
         done = client(url).completions.create(model="model", prompt="ROMEO:", max_tokens=40, temperature=0)
         assert done.choices[0].text == reference("ROMEO:", 40)
-        body = {"model": "model", "prompt": "ROMEO:", "max_tokens": LIMIT, "temperature": 0, "stream": True}
-        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as s:
-            events = sse(s)
-            text = next(events)["choices"][0]["text"]
-            proc.send_signal(signal.SIGTERM)
-            chunks = list(events)
-        text += "".join(e["choices"][0]["text"] for e in chunks)
-        assert chunks[-1]["choices"][0]["finish_reason"] == "length" and text == reference("ROMEO:", LIMIT)
+        body = {"model": "model", "prompt": "ROMEO:", "max_tokens": LIMIT, "temperature": 0}
+        text, finish_reason = stream_through_sigterm(url, proc, body)
+        assert finish_reason == "length" and text == reference("ROMEO:", LIMIT)
         assert proc.wait(timeout=60) == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from conftest import ROOT, wait_until
-from servers import HOST, free_port, server_process, sse, wait_healthy
+from servers import HOST, free_port, server_process, sse, stream_through_sigterm, wait_healthy
 
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
@@ -223,14 +222,9 @@ def test_a_stream_interval_sends_fewer_chunks_and_the_same_text(exported, refere
 
 def test_sigterm_finishes_the_streams_in_flight_then_exits_0(exported, reference):
     with server_process(exported[0], "--drain-timeout", "30", "--max-tokens-limit", "100000") as (url, proc):
-        body = {"model": "model", "prompt": "ROMEO:", "max_tokens": 20000, "temperature": 0, "stream": True}
-        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as s:
-            events = sse(s)
-            text = next(events)["choices"][0]["text"]
-            proc.send_signal(signal.SIGTERM)
-            chunks = list(events)
-        text += "".join(e["choices"][0]["text"] for e in chunks)
-        assert chunks[-1]["choices"][0]["finish_reason"] == "length" and text == reference("ROMEO:", 20000)
+        body = {"model": "model", "prompt": "ROMEO:", "max_tokens": 20000, "temperature": 0}
+        text, finish_reason = stream_through_sigterm(url, proc, body)
+        assert finish_reason == "length" and text == reference("ROMEO:", 20000)
         assert proc.wait(timeout=30) == 0
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{url}/health", timeout=2)

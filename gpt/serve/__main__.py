@@ -49,12 +49,13 @@ def serve_here(args: argparse.Namespace) -> int:
 
     engine = Engine(args.onnx, slots=args.slots, threads=args.threads, max_queue=args.max_queue,
                     prefill_chunk=args.prefill_chunk)
-    app = create_app(engine, settings(args))
+    served = settings(args)
+    app = create_app(engine, served)
     AppStatus.disable_automatic_graceful_drain()  # on SIGTERM streams finish (up to --drain-timeout), not cut
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=args.drain_timeout, access_log=args.log_level == "debug")
     server = uvicorn.Server(config)
-    print(f"serving {args.onnx} as {settings(args).model_name!r} on http://{args.host}:{args.port} with "
+    print(f"serving {args.onnx} as {served.model_name!r} on http://{args.host}:{args.port} with "
           f"{args.slots} slots", file=sys.stderr, flush=True)
     # uvicorn handles SIGTERM/SIGINT while it runs (stop accepting, drain) and raises the signal again once
     # done, under the handlers it found: these make that second delivery a no-op, so a drained server exits 0.
