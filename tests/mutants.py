@@ -137,6 +137,13 @@ MUTANTS = [
     Mutant("gpt.serve --ray shuts Ray down on SIGTERM without draining", "gpt/serve/__main__.py",
            (('        drain("gpt", args.drain_timeout)\n', ""),),
            ("tests/test_ray_serve.py::test_sigterm_lets_the_streams_in_flight_finish_then_the_cli_exits_0",)),
+    Mutant("Ray's proxy leaves a stream its replica died in unended", "gpt/serve/ray_proxy.py",
+           (('if seen["event_stream"] and not seen["ended"]:', "if False:"),),
+           ("tests/test_ray_proxy.py",
+            "tests/test_ray_serve.py::test_a_killed_replica_fails_only_its_own_streams_and_ray_replaces_it")),
+    Mutant("Ray starts without the proxy middleware", "gpt/serve/ray_app.py",
+           (('ray.init(**options, runtime_env={"env_vars": PROXY_ENV})', "ray.init(**options)"),),
+           ("tests/test_ray_serve.py::test_a_killed_replica_fails_only_its_own_streams_and_ray_replaces_it",)),
 ]
 
 

@@ -73,7 +73,7 @@ def serve_on_ray(args: argparse.Namespace) -> int:
         import ray
         from ray import serve
 
-        from gpt.serve.ray_app import application, drain
+        from gpt.serve.ray_app import application, drain, init_ray
     except ImportError as e:
         raise GPTError(f"gpt.serve --ray needs its extra: pip install 'shakespeare-gpt[ray]' ({e.name} is missing)"
                        ) from None
@@ -83,7 +83,7 @@ def serve_on_ray(args: argparse.Namespace) -> int:
     SlotRunner(args.onnx, slots=1, threads=1)  # the file's problems in one line here, not in every replica's log
     args.onnx = args.onnx.resolve()  # the replicas' working directory is not ours
     stop = threading.Event()
-    ray.init(address=args.ray_address, logging_level=args.log_level.upper())
+    init_ray(address=args.ray_address, logging_level=args.log_level.upper())
     # After ray.init (whose own SIGTERM handler aborts the process) and before the app is up: a SIGTERM as soon
     # as the endpoint answers already finds this handler.
     for sig in (signal.SIGTERM, signal.SIGINT):

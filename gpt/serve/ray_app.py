@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import ray
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -33,6 +34,7 @@ from ray.serve import Application
 from gpt.engine import Engine
 from gpt.serve.app import create_app
 from gpt.serve.options import Settings, autoscale_range, build_parser, check, settings
+from gpt.serve.ray_proxy import PROXY_ENV
 
 DEPLOYMENT = "gpt"
 BROADCAST_TIMEOUT_S = 5.0
@@ -124,6 +126,12 @@ class Replica:
     async def __del__(self):  # Ray's shutdown; under `gpt.serve --ray`, after `drain` has emptied the engine
         self.engine.close()
         await super().__del__()  # the ASGI wrapper's own shutdown
+
+
+def init_ray(**options: Any) -> None:
+    """`ray.init(**options)` with a runtime env that carries PROXY_ENV to the Serve controller this job starts
+    and through it to Ray's proxies: a stream whose replica dies then ends with an error event."""
+    ray.init(**options, runtime_env={"env_vars": PROXY_ENV})
 
 
 def drain(app_name: str, timeout: float) -> None:
