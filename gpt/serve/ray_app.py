@@ -9,6 +9,7 @@ single-process server (`gpt.serve.app.create_app`: the same routes, streaming in
 request to the less loaded of two replicas, replaces a replica whose process dies, and scales between --autoscale
 MIN:MAX aiming at --slots requests per replica. Ray adds two things to the app: `/health` lists every live
 replica's engine (`replicas`), and `/metrics` is every replica's metrics, each sample labelled `replica`.
+Ray's proxy gets one middleware (gpt.serve.ray_proxy: a stream whose replica died ends with an error event).
 
 The model reaches a replica by path, not through Ray's object store: an object lives as long as the process
 that put it, and Ray restarts replicas long after a `serve run` driver is gone. A relative path is relative to

@@ -6,9 +6,11 @@ client sees the connection drop (openai: APIConnectionError). `EndCutStreams` ru
 ASGI app, and ends such a server-sent-events stream the way our own server ends a failed one: an OpenAI error
 object as the last event, then `data: [DONE]` (openai: APIError with our message).
 
-Ray loads proxy middlewares from the import path in RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH, read by every
-proxy process when it starts: `python -m gpt.serve --ray` sets it for the cluster it starts; for `serve run` or
-`ray start` on your own machines, set it in their environment (`PROXY_ENV`).
+Ray loads proxy middlewares from the import path in RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH (`PROXY_ENV`),
+read by each proxy process as it starts. A job's runtime env reaches the Serve controller the job starts and,
+through it, the proxies: `python -m gpt.serve --ray` passes it (`ray_app.init_ray`), and so does
+`serve run --runtime-env-json '{"env_vars": {...PROXY_ENV}}'`. Proxies of a Serve that is already running
+need it in the environment of `ray start`.
 """
 
 from __future__ import annotations
