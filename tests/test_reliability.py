@@ -239,14 +239,17 @@ def test_two_process_ddp_on_cpu_trains_and_only_rank_0_writes(tmp_path, periodic
 
 
 TEARDOWN_SCRIPT = """
-import os, torch
+import os, sys, torch
+from pathlib import Path
 from torch.nn.parallel import DistributedDataParallel
 from gpt.distributed import gather, setup_distributed, teardown
+threads = lambda: len(os.listdir("/proc/self/task"))
+before = threads()
 dist, _ = setup_distributed("cpu")
 DistributedDataParallel(torch.nn.Linear(2, 2))
 gather(dist, {"x": torch.zeros(1)})
 teardown(dist)
-print("threads after teardown:", len(os.listdir("/proc/self/task")))
+Path(sys.argv[1], f"rank{dist.rank}").write_text(f"{before} -> {threads()}")
 """
 
 
@@ -257,9 +260,10 @@ def test_teardown_stops_the_gloo_threads_so_no_rank_aborts_at_exit(tmp_path):
     script = tmp_path / "teardown.py"
     script.write_text(TEARDOWN_SCRIPT)
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                        str(script), str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("threads after teardown: 1") == 2, r.stdout
+    counts = [(tmp_path / f"rank{rank}").read_text() for rank in (0, 1)]  # threads before setup -> after teardown
+    assert all(before == after for before, _, after in (c.split() for c in counts)), counts
 
 
 def test_signal_handlers_are_restored_after_training():
