@@ -171,10 +171,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":
-    run_cli(main)
-
-
 def plot(report: dict, path: Path) -> None:
     """Throughput per configuration beside the proxy's CPU: where a cluster's tokens go on one machine."""
     import matplotlib
@@ -207,3 +203,7 @@ def plot(report: dict, path: Path) -> None:
                  f"{report['prompt_len']} + {report['max_tokens']} tokens", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    run_cli(main)

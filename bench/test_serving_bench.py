@@ -7,41 +7,50 @@ from __future__ import annotations
 
 import datetime
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from bench import cluster, serving
+from bench import serving
 
 
-def test_serving(preset, artifacts, threads, pytestconfig, capsys):
+def results(smoke: bool, tmp_path: Path, name: str) -> Path:
+    """Where a run writes NAME.{md,json,png}: bench/results/DATE-NAME (`make bench`), or tmp_path (the smoke run:
+    the report and the picture are drawn all the same)."""
+    return tmp_path / name if smoke else serving.ROOT / "bench" / "results" / f"{datetime.date.today()}-{name}"
+
+
+def test_serving(preset, artifacts, threads, pytestconfig, capsys, tmp_path):
     smoke = pytestconfig.getoption("--bench-smoke")
     a = artifacts(preset)
-    out = None if smoke else serving.ROOT / "bench" / "results" / f"{datetime.date.today()}-serving-{preset}"
-    args = ["--onnx", str(a.onnx["fp32"]), "--threads", str(threads)]
-    args += ["--concurrency", "1,4", "--max-tokens", "8", "--requests-per-client", "1"] if smoke else [
-        "--out", str(out)]
+    out = results(smoke, tmp_path, f"serving-{preset}")
+    args = ["--onnx", str(a.onnx["fp32"]), "--threads", str(threads), "--out", str(out)]
+    args += ["--concurrency", "1,4", "--max-tokens", "8", "--requests-per-client", "1"] if smoke else []
     if not a.onnx["fp32"].with_name("genai_config.json").is_file():
         pytest.fail("the benchmark file has no genai_config.json")
     assert serving.main(args) == 0
     table = capsys.readouterr().out
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| server")]
     assert rows and all(" / 0 |" in line for line in rows), table  # every request completed, none failed
-    if out is not None:
-        report = json.loads(out.with_suffix(".json").read_text())
-        assert all(r["failed"] == 0 for r in report["rows"])
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert all(r["failed"] == 0 for r in report["rows"]) and out.with_suffix(".png").stat().st_size > 0
 
 
-def test_cluster(preset, artifacts, pytestconfig, capsys):
-    """bench/cluster.py: gpt.serve beside Ray Serve with 1 and 2 replicas (`make bench`:
-    bench/results/DATE-cluster-PRESET.{md,json}); the smoke run: 2 streams, 8 new tokens, 5 probes."""
+def test_cluster(preset, artifacts, pytestconfig, tmp_path):
+    """`python -m bench.cluster` (the command, as users type it): gpt.serve beside Ray Serve with 1 and 2 replicas
+    (`make bench`: bench/results/DATE-cluster-PRESET.{md,json,png}); the smoke run: 2 streams, 8 new tokens,
+    5 probes."""
     pytest.importorskip("ray")
     smoke = pytestconfig.getoption("--bench-smoke")
     a = artifacts(preset)
-    out = None if smoke else serving.ROOT / "bench" / "results" / f"{datetime.date.today()}-cluster-{preset}"
-    args = ["--onnx", str(a.onnx["fp32"])]
-    args += ["--streams", "2", "--max-tokens", "8", "--requests-per-client", "1", "--probes", "5"] if smoke else [
-        "--out", str(out)]
-    assert cluster.main(args) == 0
-    table = capsys.readouterr().out
-    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| server")]
-    assert len(rows) == 4 and all(" / 0 |" in line for line in rows), table  # every request completed
+    out = results(smoke, tmp_path, f"cluster-{preset}")
+    args = ["--onnx", str(a.onnx["fp32"]), "--out", str(out)]
+    args += ["--streams", "2", "--max-tokens", "8", "--requests-per-client", "1", "--probes", "5"] if smoke else []
+    r = subprocess.run([sys.executable, "-m", "bench.cluster", *args], cwd=serving.ROOT, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and not line.startswith("| server")]
+    assert len(rows) == 4 and all(" / 0 |" in line for line in rows), r.stdout  # every request completed
+    assert out.with_suffix(".md").read_text() in r.stdout and out.with_suffix(".png").stat().st_size > 0
