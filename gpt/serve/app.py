@@ -32,11 +32,19 @@ from gpt.engine import Engine, EngineClosed, Event, QueueFull
 from gpt.errors import GPTError
 from gpt.serve.metrics import Metrics
 from gpt.serve.options import Settings
-from gpt.serve.protocol import APIError, Choice, Completion, CompletionRequest, Usage, completion_id, parse_request
+from gpt.serve.protocol import (
+    DONE,
+    APIError,
+    Choice,
+    Completion,
+    CompletionRequest,
+    Usage,
+    completion_id,
+    parse_request,
+)
 
 log = logging.getLogger("gpt.serve")
 
-DONE = "[DONE]"
 STATUS_OF_ERROR = {"timeout": 504, "shutdown": 503, "internal": 500}
 OUTCOME_OF_STATUS = {400: "invalid", 401: "unauthorized", 404: "unknown_model", 429: "queue_full", 503: "shutting_down"}
 DEFAULTS = Settings()

@@ -16,6 +16,8 @@ MAX_N = 16  # choices per prompt
 MAX_PROMPTS = 64  # prompts per request
 
 
+DONE = "[DONE]"  # the data of a stream's last server-sent event (OpenAI's)
+
 class APIError(Exception):
     """An error answered with OpenAI's error object: `{"error": {"message", "type", "param", "code"}}`."""
 

@@ -20,13 +20,13 @@ from typing import Any
 
 from starlette.middleware import Middleware
 
-from gpt.serve.protocol import error_body
+from gpt.serve.protocol import DONE, error_body
 
 PROXY_ENV = {"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "gpt.serve.ray_proxy:middlewares"}
 CUT_MESSAGE = ("the replica serving this stream stopped before the stream ended (its process died or Ray "
                "cancelled the request); the text so far is all there is: send the request again")
 CUT_EVENT = (f"data: {json.dumps(error_body(CUT_MESSAGE, 'server_error', None, 'replica_lost'))}\n\n"
-             "data: [DONE]\n\n").encode()
+             f"data: {DONE}\n\n").encode()
 
 
 class EndCutStreams:
