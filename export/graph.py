@@ -172,10 +172,12 @@ def export_proto(model: GPT, opset: int = DEFAULT_OPSET, attention: str = "gqa")
     return program.model_proto
 
 
-def add_metadata(proto, tokenizer: CharTokenizer, model: GPT, val_loss: float | None, attention: str) -> None:
+def add_metadata(proto, tokenizer: CharTokenizer, model: GPT, val_loss: float | None, attention: str,
+                 data_sha256: str | None = None) -> None:
     c = model.config
     meta = OnnxMeta(vocab=tokenizer.itos, block_size=c.block_size, n_layer=c.n_layer, n_head=c.n_head,
-                    n_embd=c.n_embd, val_loss=val_loss, layout="gqa" if attention == "gqa" else "onnx")
+                    n_embd=c.n_embd, val_loss=val_loss, layout="gqa" if attention == "gqa" else "onnx",
+                    data_sha256=data_sha256)
     del proto.metadata_props[:]
     for key, value in meta.to_props().items():
         entry = proto.metadata_props.add()

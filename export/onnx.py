@@ -122,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with stages("export"):
             proto = export_proto(model, args.opset, args.attention)
-            add_metadata(proto, tokenizer, model, manifest.get("val_loss"), args.attention)
+            add_metadata(proto, tokenizer, model, manifest.get("val_loss"), args.attention,
+                         manifest.get("data_sha256"))
             try:
                 atomic_write_bytes(out, serialize(proto))
             except OSError as e:

@@ -52,6 +52,7 @@ class OnnxMeta:
     n_embd: int
     val_loss: float | None
     layout: str
+    data_sha256: str | None = None  # of the training text, where the checkpoint recorded it (optional key)
 
     @property
     def head_dim(self) -> int:
@@ -67,7 +68,7 @@ class OnnxMeta:
             "val_loss": json.dumps(self.val_loss),
             "layout": self.layout,
             "format_version": str(FORMAT_VERSION),
-        }
+        } | ({"data_sha256": self.data_sha256} if self.data_sha256 else {})
 
 
 def parse_metadata(props: dict[str, str], path: Path) -> OnnxMeta:
@@ -96,4 +97,5 @@ def parse_metadata(props: dict[str, str], path: Path) -> OnnxMeta:
         ModelConfig(vocab_size=len(vocab), dropout=0.0, **shape)  # the one validator of a model shape
     except GPTError as e:
         raise GPTError(f"{path}: metadata gives an impossible model shape ({e}); {EXPORT_HINT}") from None
-    return OnnxMeta(vocab=vocab, val_loss=val_loss, layout=props["layout"], **shape)
+    return OnnxMeta(vocab=vocab, val_loss=val_loss, layout=props["layout"], data_sha256=props.get("data_sha256"),
+                    **shape)

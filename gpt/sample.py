@@ -15,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from gpt.data import DEFAULT_DATA_DIR
 from gpt.decoders import BACKENDS, open_decoder
+from gpt.drafters import SPECULATIVE_HELP, check_speculative, open_drafter
 from gpt.errors import ArgumentParser, GPTError, run_cli
 from gpt.generate import MAX_NEW_TOKENS, MAX_NUM_SAMPLES, generate, prepare_prompt
 from gpt.sampler import Sampler, SamplingParams
+from gpt.speculative import DEFAULT_DRAFT_TOKENS, SpeculativeStats, generate_speculative
 from gpt.tokenizer import CharTokenizer
 
 
@@ -40,7 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="torch: device (default: cpu)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     p.add_argument("--stream", action="store_true", help="print characters as they are generated (1 sample)")
-    p.add_argument("--stats", action="store_true", help="print tokens/s to stderr")
+    p.add_argument("--stats", action="store_true", help="print tokens/s to stderr (and, speculating, what the "
+                   "drafts earned: characters per run of the model, a histogram of drafts accepted)")
+    s = p.add_argument_group("speculative decoding (--backend onnxruntime, gqa layout, one sample)")
+    s.add_argument("--speculative", metavar="ngram|FILE", help=SPECULATIVE_HELP)
+    s.add_argument("--draft-tokens", type=int, default=DEFAULT_DRAFT_TOKENS, metavar="K",
+                   help=f"draft at most K characters per run, 1 .. block_size / 2 (default: {DEFAULT_DRAFT_TOKENS})")
+    s.add_argument("--ngram-text", type=Path, metavar="FILE",
+                   help="the training text to build the ngram index from, once (default: DATA_DIR's Tiny Shakespeare)")
+    s.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where gpt.data put Tiny Shakespeare")
+    s.add_argument("--show-accepted", action="store_true",
+                   help="colour the characters that came from accepted drafts (ANSI green)")
     return p
 
 
@@ -54,10 +67,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "for more, run again with another --seed")
     if args.threads is not None and args.threads < 1:
         raise GPTError(f"--threads must be >= 1, got {args.threads}")
+    if args.speculative and args.backend != "onnxruntime":
+        raise GPTError(f"--speculative needs --backend onnxruntime, not {args.backend}")
+    if args.speculative and args.num_samples != 1:
+        raise GPTError("--speculative decodes one sample (batch 1); drop --num-samples or run once per --seed")
+    if args.show_accepted and not args.speculative:
+        raise GPTError("--show-accepted colours accepted drafts: it needs --speculative ngram|FILE")
     decoder = open_decoder(args.backend, args.onnx or args.ckpt, threads=args.threads, device=args.device,
                            use_cache=not args.no_cache, compile=args.compile)
     tokenizer = CharTokenizer(decoder.vocab)
     prompt_ids = prepare_prompt(tokenizer, args.prompt, decoder.block_size)
+    if args.speculative:
+        return sample_speculative(args, params, decoder, tokenizer, prompt_ids)
     if args.compile:
         generate(decoder, prompt_ids, min(args.max_new_tokens, 4), Sampler(params), args.num_samples)
     stream = args.stream and args.num_samples == 1
@@ -81,6 +102,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.stats:
         n = out.size
         print(f"generated {n} tokens in {elapsed:.3f} s ({n / max(elapsed, 1e-9):.1f} tok/s)", file=sys.stderr)
+    return 0
+
+
+def sample_speculative(args: argparse.Namespace, params: SamplingParams, decoder, tokenizer: CharTokenizer,
+                       prompt_ids: list[int]) -> int:
+    model = check_speculative(decoder, args.draft_tokens)
+    drafter = open_drafter(args.speculative, model, args.threads, args.ngram_text, args.data_dir,
+                           say=lambda line: print(line, file=sys.stderr))
+    stats = SpeculativeStats()
+    pieces: list[str] = []
+    green, plain = "\x1b[32m", "\x1b[0m"
+
+    def on_token(token: int, drafted: bool) -> None:
+        c = tokenizer.itos[token]
+        piece = f"{green}{c}{plain}" if args.show_accepted and drafted else c
+        if args.stream:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        else:
+            pieces.append(piece)
+
+    prompt = tokenizer.decode(prompt_ids) if args.prompt else ""
+    if args.stream:
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+    start = time.perf_counter()
+    out = generate_speculative(model, prompt_ids, args.max_new_tokens, params, drafter, args.draft_tokens,
+                               on_token, stats)
+    elapsed = time.perf_counter() - start
+    print("" if args.stream else prompt + "".join(pieces))
+    if args.stats:
+        print(f"generated {len(out)} tokens in {elapsed:.3f} s ({len(out) / max(elapsed, 1e-9):.1f} tok/s)",
+              file=sys.stderr)
+        print(stats.summary(), file=sys.stderr)
     return 0
 
 

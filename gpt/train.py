@@ -155,7 +155,8 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
         bar.write(f"iter {it}: train {losses['train']:.4f}, val {losses['val']:.4f}")
         if losses["val"] < best_val:
             best_val = losses["val"]
-            save_checkpoint(out_dir, model, tokenizer, iter=it, val_loss=best_val, val_loss_kind="estimate")
+            save_checkpoint(out_dir, model, tokenizer, iter=it, val_loss=best_val, val_loss_kind="estimate",
+                            data_sha256=data_sha256)
 
     from tqdm import tqdm
 
@@ -251,7 +252,8 @@ def finish(out_dir: Path, val_data: np.ndarray, block: int, device: torch.device
     best, _, manifest = load_checkpoint(out_dir, device=device)
     val = full_loss(best, val_data, block, device)
     save_checkpoint(out_dir, best, tokenizer, iter=manifest["iter"], val_loss=val, val_loss_kind="full pass",
-                    val_loss_estimate=manifest.get("val_loss_estimate", manifest["val_loss"]))
+                    val_loss_estimate=manifest.get("val_loss_estimate", manifest["val_loss"]),
+                    **{k: manifest[k] for k in ("data_sha256",) if k in manifest})
     plot_losses(out_dir / LOG, out_dir / "loss.png")
     print(f"done: best model (iteration {manifest['iter']}) has val loss {val:.4f} (full pass over "
           f"{len(val_data):,} tokens); saved to {out_dir}/model.safetensors")

@@ -10,6 +10,7 @@ context, and every decode step has the same input shapes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,21 @@ class OrtGQADecoder:
 
     def prefill(self, ids: np.ndarray) -> np.ndarray:
         return self.logits(ids)[:, -1]
+
+    def run(self, ids: Sequence[int], start: int) -> np.ndarray:
+        """Batch 1: write `ids` at positions start .. start + T - 1 (what the cache held past `start` is dropped:
+        the shorter attention_mask never reads it) and return their logits [T, V]; start 0 is a fresh prefill.
+        The verify run of speculative decoding (`gpt.speculative.Verifier`)."""
+        if start == 0:
+            return self.logits(np.asarray([ids]))[0]
+        if self.batch != 1 or not 0 < start <= self.length:
+            raise GPTError(f"run() at position {start} needs a batch-1 cache holding at least {start} positions "
+                           f"(it holds {self.length}, batch {self.batch})")
+        self.io.bind_cpu_input("input_ids", check_ids([ids], len(self.vocab), self.block_size, past=start))
+        self.io.bind_output("logits", "cpu")
+        self.stepping = False
+        self._run(start + len(ids))
+        return self.io.get_outputs()[0].numpy()[0]
 
     def step(self, ids: np.ndarray) -> np.ndarray:
         if self.length == 0:

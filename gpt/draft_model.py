@@ -1,0 +1,75 @@
+"""The draft-model drafter: a smaller exported gqa file with the same vocabulary and block size (e.g. the `cpu`
+preset drafting for `shakespeare` or `large`) proposes characters one cheap step at a time. Torch-free.
+
+Its cache follows the text: each proposal first feeds what was kept since the last one (one run from the first
+position where its window and the text part), then steps k times. Greedy requests take its argmax; sampled
+ones draw from its own distribution q (same temperature, top-k, top-p), which the accept rule divides by.
+It stops drafting where its top probability falls below `min_prob`: unsure characters are rarely accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from gpt.errors import GPTError
+from gpt.sampler import SamplingParams
+from gpt.speculative import Draft, draw, probabilities
+
+MIN_PROB = 0.3  # measured: see README (speculative decoding)
+
+
+class ModelDrafter:
+    def __init__(self, decoder, target_vocab: list[str], target_block_size: int, min_prob: float = MIN_PROB):
+        path = getattr(decoder, "path", "the draft file")
+        if decoder.vocab != target_vocab:
+            raise GPTError(f"draft model {path} has another vocabulary ({len(decoder.vocab)} characters, the model "
+                           f"{len(target_vocab)}): draft with a file trained on the same text")
+        if decoder.block_size != target_block_size:
+            raise GPTError(f"draft model {path} has block_size {decoder.block_size}, the model {target_block_size}: "
+                           "export a draft trained with the same --block_size")
+        self.decoder, self.min_prob = decoder, min_prob
+        self.block = decoder.block_size
+        self.offset = 0  # where the draft's window starts in the text
+        self.window: list[int] = []  # the ids in the draft's cache
+
+    def propose(self, history: Sequence[int], k: int, params: SamplingParams, rng: np.random.Generator) -> Draft:
+        text = history[self.offset:]
+        same = common_prefix(self.window, text) if len(history) >= self.offset else 0
+        if same == 0 or len(text) + k > self.block:  # a new window: the last block // 2 ids, prefilled
+            self.offset = max(0, len(history) - self.block // 2)
+            text, same = history[self.offset:], 0
+        self.window = list(text)
+        same = min(same, len(text) - 1)  # at least the last id runs: its logits give the first draft
+        logits = self.decoder.run(self.window[same:], same)[-1]
+        tokens: list[int] = []
+        qs: list[np.ndarray] = []
+        while True:
+            if params.temperature == 0:
+                p = np.exp(logits - logits.max())
+                token = int(np.argmax(p))
+                if p[token] < self.min_prob * p.sum():
+                    break
+            else:
+                q = probabilities(logits[None], params)[0]
+                if q.max() < self.min_prob:
+                    break
+                token = draw(q, rng.random())
+                qs.append(q)
+            tokens.append(token)
+            if len(tokens) == k:
+                break
+            self.window.append(token)
+            logits = self.decoder.run([token], len(self.window) - 1)[-1]
+        return Draft(tokens, np.array(qs) if params.temperature > 0 and tokens else None)
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    if list(a[:n]) == list(b[:n]):
+        return n
+    i = 0
+    while a[i] == b[i]:
+        i += 1
+    return i

@@ -1,0 +1,65 @@
+"""Choosing a drafter for speculative decoding from what the user typed (`--speculative ngram|FILE`): the one
+place that checks the model can speculate and opens the drafter. Torch-free."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from gpt.data import DEFAULT_DATA_DIR, RELATIVE_PATH, load_text, split
+from gpt.errors import GPTError
+from gpt.speculative import Drafter, Verifier, check_draft_tokens
+
+SPECULATIVE_HELP = ("draft characters and verify them in one run of the model (gqa layout only): `ngram` (the "
+                    "training text and the text so far, no model run) or FILE, a smaller gqa export with the same "
+                    "vocabulary and block size (e.g. out-cpu/model.onnx)")
+
+
+def check_speculative(decoder, draft_tokens: int) -> Verifier:
+    """`decoder` can verify drafts (a gqa onnxruntime decoder), and `draft_tokens` fits its block size."""
+    meta = getattr(decoder, "meta", None)
+    if meta is None or not hasattr(decoder, "run"):
+        raise GPTError("--speculative needs --backend onnxruntime (torch and onnxruntime-genai decode one "
+                       "token per run here)")
+    if meta.layout != "gqa":
+        raise GPTError(f"--speculative needs the gqa layout; {decoder.path} has the {meta.layout} layout: export "
+                       "one with `python -m export.onnx --ckpt CKPT` (gqa is the default)")
+    check_draft_tokens(draft_tokens, decoder.block_size)
+    return decoder
+
+
+def open_drafter(spec: str, model: Verifier, threads: int | None = None, ngram_text: Path | None = None,
+                 data_dir: Path = DEFAULT_DATA_DIR, say=print) -> Drafter:
+    """`ngram` or the path of a draft model's .onnx file."""
+    meta = model.meta
+    if spec == "ngram":
+        from gpt.ngram import NgramDrafter, open_index
+
+        return NgramDrafter(open_index(Path(model.path), meta.vocab, meta.data_sha256,
+                                       *train_split(ngram_text, data_dir, model.path), say=say))
+    path = Path(spec)
+    if path.suffix != ".onnx" or not path.exists():
+        raise GPTError(f"--speculative takes `ngram` or a draft model's .onnx file; {spec} is neither"
+                       + (" (no such file)" if path.suffix == ".onnx" else ""))
+    from gpt.decoders.ort_decoder import open_onnx
+    from gpt.draft_model import ModelDrafter
+
+    draft = open_onnx(path, threads=threads)
+    if draft.meta.layout != "gqa":
+        raise GPTError(f"draft model {path} has the {draft.meta.layout} layout; export it with the gqa layout")
+    return ModelDrafter(draft, meta.vocab, meta.block_size)
+
+
+def train_split(ngram_text: Path | None, data_dir: Path, model_path: Path) -> tuple[str | None, str | None]:
+    """(the training split, the sha256 of its whole text) to build an index from; (None, None) if the index
+    already exists beside the model or there is no text."""
+    from gpt.ngram import INDEX_FILE
+
+    if (Path(model_path).parent / INDEX_FILE).is_file():
+        return None, None
+    path = Path(ngram_text) if ngram_text else Path(data_dir) / RELATIVE_PATH
+    if not path.is_file():
+        raise GPTError(f"the ngram drafter builds its index from the training text once; {path} does not exist: "
+                       "run `python -m gpt.data` or pass --ngram-text FILE")
+    text = load_text(path)
+    return split(text)[0], hashlib.sha256(text.encode("utf-8")).hexdigest()

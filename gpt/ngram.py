@@ -1,0 +1,222 @@
+"""The `ngram` drafter: continue the longest suffix of the text so far that occurs in the training text or earlier
+in the text itself. Torch-free (numpy only); it costs no model run.
+
+Two sources, as llama.cpp's ngram cache and vLLM's prompt lookup do it:
+  training text  a suffix array over the training split (`NgramIndex`, built once and saved beside the model as
+                 `ngram.npz` with the text's sha256): the suffixes that start with the context's longest
+                 matching suffix are one contiguous range of it, the characters that follow them are sorted
+                 within it, so the drafted character is their most common one and the next range is a sub-range.
+  the text so far (prompt + generated): the latest earlier occurrence of its longest repeated suffix, copied on.
+The longer match wins (the text so far on a tie: it is the more recent). Drafting stops early where the
+drafter is unsure (`min_share`: the most common next character follows fewer than that share of the
+occurrences; `min_match`: the match is shorter than that), so a hard stretch costs a plain step.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import time
+from array import array
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from gpt.errors import GPTError
+from gpt.fsutil import atomic_write_bytes
+from gpt.sampler import SamplingParams
+from gpt.speculative import Draft
+
+INDEX_FILE = "ngram.npz"
+INDEX_VERSION = 1
+MAX_MATCH = 32  # the longest context suffix looked up (the suffix array is sorted this deep, and one more)
+HISTORY = 4096  # how far back the text so far is searched
+MIN_SHARE = 0.4  # measured: see README (speculative decoding)
+MIN_MATCH = 3
+
+
+def suffix_array(tokens: np.ndarray, depth: int = MAX_MATCH + 1) -> np.ndarray:
+    """Start positions of the suffixes of `tokens` sorted by their first `depth` tokens (prefix doubling:
+    ~log2(depth) numpy sorts). Ties past `depth` are in no particular order."""
+    n = len(tokens)
+    rank = tokens.astype(np.int64)
+    order = np.argsort(rank, kind="stable")
+    k = 1
+    while k < depth:
+        second = np.zeros(n, dtype=np.int64)
+        second[:n - k] = rank[k:] + 1  # 0 = past the end: sorts first, as a shorter string does
+        key = rank * (n + 1) + second
+        order = np.argsort(key, kind="stable")
+        ordered = key[order]
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.concatenate([[0], np.cumsum(ordered[1:] != ordered[:-1])])
+        if rank[order[-1]] == n - 1:  # every suffix already apart
+            break
+        k *= 2
+    return order.astype(np.int32)
+
+
+class NgramIndex:
+    """A suffix array over one training text, in the model's vocabulary."""
+
+    def __init__(self, tokens: np.ndarray, suffixes: np.ndarray, vocab: list[str], text_sha256: str):
+        self.tokens, self.vocab, self.text_sha256 = tokens.astype(np.uint8), vocab, text_sha256
+        self.text = self.tokens.tobytes() + bytes([255]) * (MAX_MATCH + 1)  # past the end: never matches
+        self.padded = np.frombuffer(self.text, dtype=np.uint8)
+        self.suffixes = suffixes
+        self._sa = array("i", suffixes.tobytes())  # Python ints for bisect's key, without numpy's boxing
+
+    @classmethod
+    def build(cls, train_text: str, vocab: list[str], text_sha256: str) -> NgramIndex:
+        if len(vocab) > 255:
+            raise GPTError(f"the ngram drafter needs a vocabulary of at most 255 characters, this one has {len(vocab)}")
+        stoi = {c: i for i, c in enumerate(vocab)}
+        unknown = sorted(set(train_text) - set(stoi))
+        if unknown:
+            raise GPTError(f"the training text has {len(unknown)} character(s) outside the model's vocabulary "
+                           f"({', '.join(map(repr, unknown[:5]))}): it is not the text this model was trained on")
+        tokens = np.array([stoi[c] for c in train_text], dtype=np.uint8)
+        return cls(tokens, suffix_array(tokens), vocab, text_sha256)
+
+    def save(self, path: Path) -> None:
+        from io import BytesIO
+
+        buf = BytesIO()
+        meta = {"version": INDEX_VERSION, "vocab": self.vocab, "text_sha256": self.text_sha256}
+        np.savez(buf, tokens=self.tokens, suffixes=self.suffixes, meta=np.array(json.dumps(meta)))
+        atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> NgramIndex:
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                meta = json.loads(str(f["meta"]))
+                if meta.get("version") != INDEX_VERSION:
+                    raise GPTError(f"{path} is an ngram index of version {meta.get('version')}; this version reads "
+                                   f"{INDEX_VERSION}: delete it and it is built again")
+                return cls(f["tokens"], f["suffixes"], meta["vocab"], meta["text_sha256"])
+        except (OSError, ValueError, KeyError) as e:
+            raise GPTError(f"{path} is not a readable ngram index ({type(e).__name__}): delete it and it is "
+                           "built again") from None
+
+    def match(self, context: bytes, bound: int = MAX_MATCH) -> tuple[int, int, int]:
+        """(n, lo, hi): the longest suffix of `context` (at most `bound`, at most MAX_MATCH) that occurs, and the
+        range of the suffix array whose suffixes start with it. The bound is tried first: while drafts are
+        accepted the match grows with them, and one range search settles it."""
+        best = (0, 0, len(self._sa))
+        low, high = 1, min(MAX_MATCH, bound, len(context))
+        if high >= 1:
+            lo, hi = self._range(context[-high:])
+            if lo < hi:
+                return high, lo, hi
+            high -= 1
+        while low <= high:  # occurring is monotone in the suffix length: binary search on it
+            n = (low + high) // 2
+            lo, hi = self._range(context[-n:])
+            if lo < hi:
+                best, low = (n, lo, hi), n + 1
+            else:
+                high = n - 1
+        return best
+
+    def _range(self, pattern: bytes) -> tuple[int, int]:
+        m, text = len(pattern), self.text
+
+        def key(i: int) -> bytes:
+            return text[i:i + m]
+
+        lo = bisect.bisect_left(self._sa, pattern, key=key)
+        return lo, bisect.bisect_right(self._sa, pattern, lo=lo, key=key)
+
+    def continue_match(self, n: int, lo: int, hi: int, k: int, min_share: float) -> list[int]:
+        """Up to k ids following a match of length n (range lo:hi): each the most common next character, while
+        it follows at least `min_share` of the occurrences."""
+        out: list[int] = []
+        sa, text = self._sa, self.text
+        while len(out) < k and n <= MAX_MATCH:
+            if hi - lo == 1:  # one occurrence: copy what follows it
+                tail = text[sa[lo] + n:sa[lo] + n + k - len(out)]
+                out.extend(tail.split(b"\xff", 1)[0])
+                break
+            # the characters after the range's n shared ones are sorted: the most common is the longest run
+            if hi - lo <= 64:
+                following = bytes(text[sa[i] + n] for i in range(lo, hi))
+                c = max(set(following), key=following.count)
+                start, count = following.index(c), following.count(c)
+            else:
+                column = self.padded[self.suffixes[lo:hi] + n]
+                counts = np.bincount(column, minlength=256)
+                c = int(np.argmax(counts))
+                start, count = int(np.searchsorted(column, c, "left")), int(counts[c])
+            if c == 255 or count < min_share * (hi - lo):
+                break
+            lo, hi = lo + start, lo + start + count
+            out.append(c)
+            n += 1
+        return out
+
+
+class NgramDrafter:
+    """`propose(history, k)`: up to k ids from the longer of the two matches (see the module docstring)."""
+
+    def __init__(self, index: NgramIndex, min_share: float = MIN_SHARE, min_match: int = MIN_MATCH):
+        self.index, self.min_share, self.min_match = index, min_share, min_match
+        self._last: tuple[Sequence[int], int, int] | None = None  # (history, its length, its match length)
+
+    def propose(self, history: Sequence[int], k: int, params: SamplingParams, rng: np.random.Generator) -> Draft:
+        context = bytes(history[-HISTORY:])
+        bound = MAX_MATCH
+        if self._last is not None and self._last[0] is history and self._last[1] <= len(history):
+            bound = self._last[2] + len(history) - self._last[1]  # a match grows by at most what was appended
+        n_text, lo, hi = self.index.match(context, bound)
+        self._last = (history, len(history), n_text)
+        n_self, at = self_match(context)
+        if max(n_text, n_self) < self.min_match:
+            return Draft([])
+        if n_self >= n_text:
+            return Draft(list(context[at:at + k]))
+        return Draft(self.index.continue_match(n_text, lo, hi, k, self.min_share))
+
+
+def self_match(context: bytes) -> tuple[int, int]:
+    """(n, at): the longest suffix of `context` (at most MAX_MATCH) that also ends earlier in it, and where the
+    characters after its latest earlier occurrence start."""
+    best = (0, 0)
+    low, high = 1, min(MAX_MATCH, len(context) - 1)
+    while low <= high:
+        n = (low + high) // 2
+        i = context.rfind(context[-n:], 0, len(context) - 1)
+        if i >= 0:
+            best, low = (n, i + n), n + 1
+        else:
+            high = n - 1
+    return best
+
+
+def open_index(model_path: Path, vocab: list[str], data_sha256: str | None, train_text: str | None = None,
+               text_sha256: str | None = None, say=print) -> NgramIndex:
+    """The index saved beside `model_path` (`ngram.npz`), checked against the model; built and saved from
+    `train_text` (the training split) when there is none."""
+    path = Path(model_path).parent / INDEX_FILE
+    if path.is_file():
+        index = NgramIndex.load(path)
+        if index.vocab != vocab:
+            raise GPTError(f"{path} was built for another vocabulary ({len(index.vocab)} characters, the model has "
+                           f"{len(vocab)}): delete it and it is built again from this model's training text")
+        if data_sha256 and index.text_sha256 != data_sha256:
+            raise GPTError(f"{path} indexes another training text (sha256 {index.text_sha256[:12]}..., the model "
+                           f"was trained on {data_sha256[:12]}...): delete it and it is built again")
+        return index
+    if train_text is None:
+        raise GPTError(f"no ngram index at {path} and no training text to build it from")
+    if data_sha256 and text_sha256 and text_sha256 != data_sha256:
+        raise GPTError(f"the training text given (sha256 {text_sha256[:12]}...) is not the one the model was trained "
+                       f"on ({data_sha256[:12]}...): pass that one with --ngram-text")
+    t0 = time.perf_counter()
+    index = NgramIndex.build(train_text, vocab, text_sha256 or hashlib.sha256(train_text.encode()).hexdigest())
+    index.save(path)
+    say(f"ngram index: {len(index.tokens):,} characters of training text in {time.perf_counter() - t0:.1f} s, "
+        f"saved to {path}")
+    return index
