@@ -11,7 +11,8 @@ BASE_CHECK := $(BASE_VENV)/check
 TINY_TRAIN := --n_layer 1 --n_head 2 --n_embd 32 --block_size 32 --dropout 0 --batch_size 8 --max_iters 30 \
 	--eval_interval 30 --eval_iters 2 --warmup_iters 5 --no-compile --no-progress
 
-.PHONY: install data demo train sample onnx sample-onnx serve quality test test-base mutants bench lint web clean
+.PHONY: install data demo train sample onnx sample-onnx serve quality test test-base mutants bench lint web docs \
+	docs-serve readme clean
 
 install: $(VENV)/.installed
 
@@ -21,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[train,export,serve,ray,dev,genai,hf]'
+	$(PY) -m pip install -q -e '.[train,export,serve,ray,dev,genai,hf,docs]'
 	touch $@
 
 data: install
@@ -54,6 +55,7 @@ test: data
 	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 	$(PY) -m pytest bench -q --bench-smoke --benchmark-disable -p no:cacheprovider
 	$(MAKE) --no-print-directory test-base
+	$(MAKE) --no-print-directory docs
 
 # Deliberate bugs, each in a copy of the tree: the tests meant to catch them must fail (tests/mutants.py).
 mutants: data
@@ -84,14 +86,16 @@ test-base: data $(BASE_VENV)/.installed
 	cmp $(BASE_CHECK)/model.txt $(BASE_CHECK)/portable.txt
 	@echo "test-base: the base install (numpy + onnxruntime, no torch) sampled the same text from both layouts"
 
-# `make bench`: bench/results/<date>-<cpu>.json (pytest-benchmark; `pytest-benchmark compare` reads it), then the
+# `make bench`: bench/results/<date>-<cpu>.json (pytest-benchmark; `pytest-benchmark compare` reads it; with the
+# machine, date and command the docs show beside its figures), then the
 # Markdown table (.md, also printed) and bar chart (.png) beside it. BENCH_ARGS adds options, e.g.
 # BENCH_ARGS="--bench-presets cpu,shakespeare,large" or "--bench-train-variants all" (see bench/conftest.py).
 BENCH_ARGS ?=
 bench: install
 	@json=$$($(PY) -m bench.report --new-path) && echo "bench: writing $$json" && \
-	$(PY) -m pytest bench -q -p no:cacheprovider --benchmark-json $$json --benchmark-columns median,iqr,rounds \
-		--benchmark-sort name $(BENCH_ARGS) && \
+	BENCH_COMMAND='make bench$(if $(BENCH_ARGS), BENCH_ARGS="$(BENCH_ARGS)")' $(PY) -m pytest bench -q \
+		-p no:cacheprovider --benchmark-json $$json --benchmark-columns median,iqr,rounds --benchmark-sort name \
+		$(BENCH_ARGS) && \
 	$(PY) -m bench.report $$json
 
 lint: install
@@ -103,8 +107,23 @@ lint: install
 WEB_ONNX ?= $(OUT)/model.onnx
 WEB_PORT ?= 8000
 web: install
-	$(PY) -m export.web --onnx $(WEB_ONNX) --out site
-	$(PY) -m export.serve site --port $(WEB_PORT)
+	$(PY) -m export.web --onnx $(WEB_ONNX) --out site --serve --port $(WEB_PORT)
+
+# `make docs`: the documentation site in docs-build/ (`mkdocs build --strict`: a broken link, anchor or result file
+# fails it). The CLI reference, the API pages and every results table are generated from the code and
+# bench/results/*.json as it builds, and docs/walkthrough.ipynb is executed (it trains a tiny model if out/ has none).
+# `make docs-serve` previews it on 127.0.0.1:8001, rebuilding on every save (the notebook only when it changes).
+DOCS_ENV := NO_MKDOCS_2_WARNING=1 PYDEVD_DISABLE_FILE_VALIDATION=1
+docs: data
+	$(DOCS_ENV) $(PY) -m mkdocs build --strict --quiet
+	@echo "docs: wrote docs-build/index.html"
+
+docs-serve: data
+	$(DOCS_ENV) DOCS_CACHE=true $(PY) -m mkdocs serve --strict -a 127.0.0.1:8001
+
+# `make readme`: the README's results table, generated from bench/results/*.json (tests/test_docs.py checks it).
+readme: install
+	$(PY) -m docsgen.readme
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -32,6 +32,7 @@ import numpy as np
 
 from bench.common import cpu_model
 from bench.load import LoadResult, run_load
+from bench.results_files import command_line, stamp
 from bench.serving import ROOT, TEMPERATURE, publish, server, val_prompts
 from gpt.decoders.ort_session import default_threads, open_session
 from gpt.errors import ArgumentParser, GPTError, run_cli
@@ -105,8 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise GPTError(f"--max-tokens {args.max_tokens} leaves no room for a prompt in block_size {meta.block_size}")
     prompts = val_prompts(args.data, meta.vocab, prompt_len, 256)
     body = {"model": args.onnx.stem, "max_tokens": args.max_tokens, "temperature": TEMPERATURE}
-    report: dict = {"cpu": cpu_model(), "cores": cores, "file": str(args.onnx), "streams": args.streams,
-                    "slots": args.slots, "max_tokens": args.max_tokens, "prompt_len": prompt_len, "rows": []}
+    report: dict = stamp({"cpu": cpu_model(), "cores": cores, "file": str(args.onnx), "streams": args.streams,
+                    "slots": args.slots, "max_tokens": args.max_tokens, "prompt_len": prompt_len, "rows": []},
+                         command_line("python -m bench.cluster", list(sys.argv[1:] if argv is None else argv)))
     print(f"{args.onnx} on {report['cpu']} ({cores} cores): {args.streams} streams, prompts {prompt_len} + "
           f"{args.max_tokens} new tokens", file=sys.stderr)
 

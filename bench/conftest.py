@@ -22,6 +22,7 @@ import pytest
 
 from bench import common
 from bench.models import Artifacts, open_backend
+from bench.results_files import command_line, stamp, this_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -184,6 +185,10 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     load_end = os.getloadavg()
     threads = thread_count(config)
+    # What the docs show beside every figure (bench/results_files.py); `make bench` passes its own spelling.
+    command = os.environ.get("BENCH_COMMAND") or command_line("python -m pytest", list(config.invocation_params.args))
+    gpu = output_json.get("machine_info", {}).get("cuda")
+    output_json.update(stamp({}, command, f"{gpu} ({this_machine()} host)" if gpu else this_machine()))
     output_json["bench"] = {
         "commit": common.git("rev-parse", "HEAD"),
         "dirty": bool(common.git("status", "--porcelain", "--untracked-files=no")),

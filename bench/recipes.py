@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from bench.common import cpu_model
-from gpt.errors import ArgumentParser, run_cli
+from bench.results_files import command_line, stamp
+from gpt.errors import ArgumentParser, GPTError, run_cli
 
 VARIANTS: dict[str, list[str]] = {
     "adamw (preset before)": ["--optimizer", "adamw"],
@@ -54,6 +55,16 @@ def table_row(r: dict) -> str:
             f"{r['wall_s']:.0f} s |")
 
 
+def load_results(path: Path, command: str) -> dict:
+    """FILE.json so far (its rows), or a new one stamped with this machine, today and the command."""
+    if not path.exists():
+        return stamp({"rows": []}, command)
+    results = json.loads(path.read_text())
+    if not isinstance(results, dict) or "rows" not in results:
+        raise GPTError(f"{path} is not a bench.recipes result file (an object with machine, date, command, rows)")
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m bench.recipes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,11 +78,12 @@ def main(argv: list[str] | None = None) -> int:
                             f"CPU: {cpu_model()}, 2 threads. Val loss: the best model's float32 full pass.\n\n"
                             "| variant | gpt.train options | val loss | iterations | wall |\n|---|---|---|---|---|\n")
     results_path = args.out.with_suffix(".json")
-    results = json.loads(results_path.read_text()) if results_path.exists() else []
+    results = load_results(results_path, command_line("python -m bench.recipes", sys.argv[1:] if argv is None
+                                                       else list(argv)))
     for name in args.only or VARIANTS:
         result = run(name, VARIANTS[name], args.budget, args.data_dir)
         result["budget"] = args.budget
-        results.append(result)
+        results["rows"].append(result)
         results_path.write_text(json.dumps(results, indent=1) + "\n")
         with args.out.open("a") as f:
             f.write(table_row(result) + "\n")

@@ -1,14 +1,17 @@
 """Write a static site that samples an exported model in the browser: `python -m export.web --onnx out/model.onnx`.
 
-    python -m export.web --onnx out/model.onnx [--out site]
-    python -m export.serve site          # or any static host (see the README for the headers it should send)
+    python -m export.web --onnx out/model.onnx [--out site]     # write the site
+    python -m export.web --onnx out/model.onnx --serve          # write it, then serve it on 127.0.0.1:8000
+    python -m export.web --out site --serve --no-build          # serve a site written before, as it is
+
+Any static host serves the site too (the docs' web page says which headers it should send).
 
 The site is `index.html`, our `gpt.js`, the model as `model.onnx`, and onnxruntime-web's wasm runtime (the
 version pinned in web/package.json, fetched by `npm ci` into web/node_modules on first use, never committed).
 The file is checked as the page will run it: opened by onnxruntime first (loadable, with our metadata, as
 `gpt.sample` reads it), then, once the site is written, by onnxruntime-web's wasm backend under Node (a prefill
 and a decode step through the site's own gpt.js). Both layouts run there; `onnx` is the faster one in a
-browser (see the README).
+browser (see the docs' web page).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from export.static_server import check_port, serve
 from gpt.decoders.ort_session import open_session
 from gpt.errors import ArgumentParser, GPTError, run_cli
 
@@ -88,21 +92,36 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--onnx", type=Path, default=Path("out/model.onnx"), help="exported model (default: out/model.onnx)")
     p.add_argument("--out", type=Path, default=Path("site"), help="directory to write (default: site)")
+    p.add_argument("--serve", action="store_true", help="then serve it on 127.0.0.1 with the COOP/COEP headers "
+                   "multi-threaded wasm needs, until Ctrl-C")
+    p.add_argument("--port", type=int, default=8000, help="port for --serve (default: 8000; 0: any free one)")
+    p.add_argument("--no-build", action="store_true", help="with --serve: serve --out as it is, without writing it")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    layout = build_site(args.onnx, args.out)
-    size = sum((args.out / n).stat().st_size for n in RUNTIME_FILES) / 1e6
-    print(f"wrote {args.out}/: {', '.join(PAGE_FILES)}, model.onnx ({layout} layout, "
-          f"{(args.out / 'model.onnx').stat().st_size / 1e6:.1f} MB), {PACKAGE} {pinned_version()} ({size:.1f} MB)")
+    if args.no_build and not args.serve:
+        raise GPTError("--no-build only makes sense with --serve")
+    check_port(args.port)
+    if not args.no_build:
+        write(args.onnx, args.out, args.serve)
+    if args.serve:
+        serve(args.out, args.port)
+    return 0
+
+
+def write(onnx: Path, out: Path, serving: bool) -> None:
+    layout = build_site(onnx, out)
+    size = sum((out / n).stat().st_size for n in RUNTIME_FILES) / 1e6
+    print(f"wrote {out}/: {', '.join(PAGE_FILES)}, model.onnx ({layout} layout, "
+          f"{(out / 'model.onnx').stat().st_size / 1e6:.1f} MB), {PACKAGE} {pinned_version()} ({size:.1f} MB)")
     if layout == "gqa":
         print("note: the gqa layout runs on wasm at about half the tokens/s of the onnx layout (wasm copies every "
               "input and output, so its in-place cache buys nothing there); `python -m export.onnx --ckpt out "
               "--attention onnx --out out/web.onnx` writes the faster one")
-    print(f"serve it: python -m export.serve {args.out}")
-    return 0
+    if not serving:
+        print(f"serve it: python -m export.web --out {out} --serve --no-build")
 
 
 if __name__ == "__main__":

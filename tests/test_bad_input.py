@@ -265,7 +265,7 @@ CASES = [
     case("inspect top-k zero", "gpt.inspect", *INSPECT, "--top-k", "0", expect="--top-k must be >= 1, got 0"),
     case("inspect into a file", "gpt.inspect", "--ckpt", "{ckpt}", "--prompt", "the fox", "--out", "{a_file}",
          expect="report directory {a_file} exists and is a file; choose another --out"),
-    # ---- export.web / export.serve (the failures that come before npm and node are needed)
+    # ---- export.web (the failures that come before npm and node are needed) and the old export.serve
     case("web from an ONNX file that does not exist", "export.web", "--onnx", "{nowhere}.onnx", "--out", "{fresh}",
          expect="does not exist; export one with `python -m export.onnx --ckpt out`"),
     case("web from a file that is not ONNX", "export.web", "--onnx", "{garbage_onnx}", "--out", "{fresh}",
@@ -274,10 +274,13 @@ CASES = [
          expect="lacks metadata vocab, block_size"),
     case("web into a path that is a file", "export.web", "--onnx", "{garbage_onnx}", "--out", "{a_file}",
          expect="--out {a_file} exists and is not a directory"),
-    case("serve a directory without a site", "export.serve", "{nowhere}",
+    case("serve a directory without a site", "export.web", "--out", "{nowhere}", "--serve", "--no-build",
          expect="{nowhere} has no index.html; build it with `python -m export.web"),
-    case("serve on a port out of range", "export.serve", "{nowhere}", "--port", "70000",
+    case("serve on a port out of range", "export.web", "--out", "{nowhere}", "--serve", "--port", "70000",
          expect="--port must be in [0, 65535], got 70000"),
+    case("--no-build without --serve", "export.web", "--no-build", expect="--no-build only makes sense with --serve"),
+    case("the old name of the static server", "export.serve", "site",
+         expect="`python -m export.serve` is now `python -m export.web --serve`"),
     # ---- bench.quality / bench.recipes (the model-quality check and the recipe search)
     case("quality of a checkpoint that does not exist", "bench.quality", "--ckpt", "{nowhere}", "--data", "{text}",
          expect="does not exist; train one with `python -m gpt.train --out-dir DIR`"),

@@ -1,8 +1,8 @@
 """The web page (`python -m export.web`) in a real headless Chromium, against the Python sampler.
 
-The site is built from the tiny model's two exports, served on loopback by `export.serve` (with the COOP/COEP
-headers), and driven by Selenium with Debian's chromium + chromium-driver: greedy text past block_size must
-equal `python -m gpt.sample --backend onnxruntime --temperature 0` on the same file. The loop of gpt.js is also
+The site is built from the tiny model's two exports, served on loopback by `export.web --serve`'s server (with
+the COOP/COEP headers), and driven by Selenium with Debian's chromium + chromium-driver: greedy text past block_size
+must equal `python -m gpt.sample --backend onnxruntime --temperature 0` on the same file. The loop of gpt.js is also
 checked call by call against gpt.generate under Node, with a decoder that records what it is asked.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import run_module
 
-from export.serve import make_server
+from export.static_server import make_server
 from export.web import check_on_wasm, pinned_version
 from gpt.decoders.ort_session import open_session
 from gpt.errors import GPTError
@@ -117,7 +117,7 @@ def test_greedy_text_in_chromium_equals_the_python_sampler(browser, urls, sites,
     assert f"{layout} layout" in page["model"]
     assert f"onnxruntime-web {pinned_version()} wasm, {threads} thread" in page["model"]
     assert f"{n} tokens in" in page["stats"] and "tok/s" in page["stats"]
-    assert browser.execute_script("return self.crossOriginIsolated")  # export.serve sent COOP/COEP
+    assert browser.execute_script("return self.crossOriginIsolated")  # the static server sent COOP/COEP
 
 
 def test_sampling_is_seeded_and_stays_in_the_vocabulary(browser, urls, sites):

@@ -1,0 +1,212 @@
+"""The results tables of the documentation and the README, made from bench/results/ at build time.
+
+A page asks for a table by name (`{{ results: NAME ARG }}`, see docsgen/hooks.py); `render` returns its
+Markdown: the figures, then the line that says where they come from (machine, date, command, file). Tables
+that mix result files give each row its own machine, date and command. Nothing here holds a number.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from bench import common, report
+from bench.results_files import ResultFile, ResultsError
+from bench.runs import Results
+
+Link = Callable[[str], str]  # a result file's name -> the link to it from the page being built
+
+
+def cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def source(f: ResultFile, link: Link) -> str:
+    note = f" ({f.data['note']})" if f.data.get("note") else ""
+    return (f"<small>Measured on {f.machine}, {f.date}, by `{f.command}`{note}; "
+            f"[{f.name.split('/')[-1]}.json]({link(f.name)})</small>")
+
+
+def provenance_table(header: list[str], rows: list[tuple[list[str], ResultFile, dict]], link: Link) -> str:
+    """Rows of figures, each with the machine, date and command that made it (a row may override its file's)."""
+    lines = ["| " + " | ".join([*header, "machine", "date", "command"]) + " |",
+             "|" + "---|" * (len(header) + 3)]
+    for cells, f, row in rows:
+        machine, date, command = (row.get(k, getattr(f, k)) for k in ("machine", "date", "command"))
+        lines.append("| " + " | ".join([*map(cell, cells), cell(machine), f"[{date}]({link(f.name)})",
+                                        f"`{cell(command)}`"]) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- tables
+
+
+def figures(files: dict[str, ResultFile], link: Link, name: str) -> str:
+    """A hand-recorded file (bench/results/hand-recorded/): figure, value, and where each was measured."""
+    f = need(files, name)
+    extra = [k for k in ("kept",) if any(k in r for r in f.rows)]
+    rows = [([r["figure"], r["value"], *(r.get(k, "") for k in extra)], f, r) for r in f.rows]
+    return (provenance_table(["figure", "value", *extra], rows, link) + "\n\n"
+            f"<small>{cell(f.data.get('source', ''))}: [{f.name.split('/')[-1]}.json]({link(f.name)})</small>")
+
+
+def decode(files: dict[str, ResultFile], link: Link, name: str) -> str:
+    """tokens/s per backend (rows) and preset (columns) at batch 1 (batch 8), 64-char prompt + 500 new tokens."""
+    f = need(files, name)
+    d = Results(f.path).decode()
+    presets = [p for p in common.DEFAULT_PRESETS + ("large",) if any(k[0] == p for k in d)]
+    n = max(k[2] for k in d)
+    lines = ["| tokens/s, batch 1 (batch 8) | " + " | ".join(f"`{p}`" for p in presets) + " |",
+             "|---|" + "---:|" * len(presets)]
+    for backend in common.DECODE_BACKENDS:
+        if not any(k[3] == backend and k[2] == n for k in d):
+            continue
+        cells = []
+        for p in presets:
+            one, eight = (d.get((p, b, n, backend), {}).get("tokens_per_s") for b in (1, 8))
+            cells.append(report.fmt(one) + (f" ({report.fmt(eight)})" if eight else "") if one else "–")
+        lines.append(f"| {common.BACKEND_LABELS[backend]} | " + " | ".join(cells) + " |")
+    note = f"{n} new tokens after a 64-character prompt, greedy, random weights."
+    return "\n".join(lines) + f"\n\n{note}  \n" + source(f, link)
+
+
+def bench_report(files: dict[str, ResultFile], link: Link, name: str) -> str:
+    """bench.report's sections of a `make bench` run (targets, decode, prefill, training, hardware)."""
+    f = need(files, name)
+    r = Results(f.path)
+    parts = [report.targets_section(r), report.decode_section(r), report.prefill_section(r)]
+    if r.by_kind.get("train"):
+        parts.append(report.train_section(r))
+    parts.append(report.hardware_section(r))
+    body = "\n\n".join(re.sub(r"^### ", "#### ", p, flags=re.M) for p in parts)
+    return report.header(r) + "\n\n" + body + "\n\n" + source(f, link)
+
+
+def serving(files: dict[str, ResultFile], link: Link, name: str) -> str:
+    from bench.serving import markdown
+
+    f = need(files, name)
+    return markdown(f.data).strip() + "\n\n" + source(f, link)
+
+
+def cluster(files: dict[str, ResultFile], link: Link, name: str) -> str:
+    from bench.cluster import markdown
+
+    f = need(files, name)
+    return markdown(f.data).strip() + "\n\n" + source(f, link)
+
+
+def recipes(files: dict[str, ResultFile], link: Link, name: str) -> str:
+    f = need(files, name)
+    lines = ["| variant | gpt.train options | val loss (full pass) | iterations | wall |", "|---|---|---:|---:|---:|"]
+    for r in f.rows:
+        if "error" in r:
+            lines.append(f"| {r['variant']} | `{' '.join(r['args'])}` | failed: {cell(r['error'])} | | |")
+        else:
+            lines.append(f"| {r['variant']} | `{' '.join(r['args'])}` | {r['val_loss']:.4f} | {r['iters']} | "
+                         f"{r['wall_s']:.0f} s |")
+    return "\n".join(lines) + "\n\n" + source(f, link)
+
+
+def attention(files: dict[str, ResultFile], link: Link, name: str) -> str:
+    """The CUDA attention benchmark: TFLOP/s and ms per backend and mode, and the training step per backend."""
+    f = need(files, name)
+    speed: dict[tuple, dict] = {}
+    steps = []
+    for b in Results(f.path).rows:
+        if "shape" in b.get("params", {}):
+            B, H, T, D = b["params"]["shape"]
+            speed.setdefault((B, H, T, D, b["params"]["mode"]), {})[b["params"]["backend"]] = b
+        elif "tokens_per_s" in b.get("extra_info", {}):
+            steps.append(b)
+    lines = ["| B × H × T × d | mode | triton | SDPA flash | naive | triton ÷ SDPA |", "|---|---|---:|---:|---:|---:|"]
+    for (B, H, T, D, mode), by in sorted(speed.items()):
+        shown = [f"{b['stats']['mean'] * 1e3:.3f} ms, {b['extra_info']['tflops']:.1f} TFLOP/s" if b else "–"
+                 for b in (by.get(k) for k in ("triton", "sdpa", "naive"))]
+        tri = by.get("triton")
+        ratio = f"{tri['extra_info']['vs_sdpa']:.2f}×" if tri else "–"  # the benchmark's own ratio
+        lines.append(f"| {B} × {H} × {T} × {D} | {mode} | {' | '.join(shown)} | {ratio} |")
+    if steps:
+        lines += ["", "| compiled `shakespeare` training step | tokens/s |", "|---|---:|"]
+        lines += [f"| `--attention {b['param']}` | {b['extra_info']['tokens_per_s']:,} |" for b in steps]
+    return "\n".join(lines) + "\n\n" + source(f, link)
+
+
+# ------------------------------------------------------------------------------------------------ headline
+
+
+def _decode_row(f: ResultFile, preset: str, backend: str, versus: str) -> str:
+    d = Results(f.path).decode()
+    a, b = (d.get((preset, 1, 500, k), {}).get("tokens_per_s") for k in (backend, versus))
+    return f"{report.fmt(a)} tok/s, {a / b:.1f}× {common.BACKEND_LABELS[versus]}"
+
+
+def _serving_row(f: ResultFile, concurrency: int) -> str:
+    r = next(r for r in f.rows if r["server"] == "gpt.serve" and r["concurrency"] == concurrency)
+    return (f"{report.fmt(r['tokens_per_s'])} tok/s over HTTP at {concurrency} streams "
+            f"({r['tokens_per_s'] / f.data['sample_batch1_tok_s']:.2f}× one stream of `gpt.sample`)")
+
+
+def _cluster_row(f: ResultFile) -> str:
+    one, ray = f.rows[0], max(f.rows[1:], key=lambda r: r["tokens_per_s"])
+    return (f"{report.fmt(ray['tokens_per_s'])} tok/s ({ray['server']}) against {report.fmt(one['tokens_per_s'])} "
+            f"for one process ({ray['tokens_per_s'] / one['tokens_per_s']:.2f}×)")
+
+
+def _figure(f: ResultFile, index: int) -> tuple[str, dict]:
+    r = f.rows[index]
+    return r["value"], r
+
+
+def _attention_row(f: ResultFile) -> str:
+    rows = {(b["params"]["shape"][1], b["params"]["backend"]): b for b in Results(f.path).rows
+            if b.get("params", {}).get("mode") == "fwd+bwd"}
+    h = max(k[0] for k in rows)
+    tri = rows[h, "triton"]
+    return (f"{tri['extra_info']['tflops']:.1f} TFLOP/s forward + backward (H = {h}), "
+            f"{tri['extra_info']['vs_sdpa']:.2f}× the speed of SDPA flash")
+
+
+# (what, result file, value function returning text or (text, row overriding machine/date/command))
+HEADLINE: list[tuple[str, str, Callable[[ResultFile], object]]] = [
+    ("`cpu` preset after `make demo`'s 8-minute budget: val loss", "hand-recorded/training", lambda f: _figure(f, 0)),
+    ("`shakespeare` preset on one GPU: best val loss", "hand-recorded/h200-training", lambda f: _figure(f, 0)),
+    ("sampling on a CPU, `shakespeare` shape, fp32: onnxruntime (gqa) vs PyTorch", "2026-11-25-amd-epyc",
+     lambda f: _decode_row(f, "shakespeare", "ort-fp32", "eager-kv")),
+    ("the same, int4 file", "2026-11-25-amd-epyc", lambda f: _decode_row(f, "shakespeare", "ort-int4", "eager-kv")),
+    ("serving many users, `cpu` shape (`python -m gpt.serve`)", "2026-12-01-amd-epyc-serving-cpu",
+     lambda f: _serving_row(f, 16)),
+    ("the same server on Ray Serve, 16 streams, one 2-core machine", "2026-12-01-amd-epyc-cluster-cpu", _cluster_row),
+    ("in a browser tab (onnxruntime-web, `onnx` layout / gqa, 1 thread)", "hand-recorded/web", lambda f: _figure(f, 0)),
+    ("our Triton attention kernel on an H200 (bf16, B 64, T 256, d 64)", "2026-11-26-h200/attention", _attention_row),
+]
+
+
+def headline(files: dict[str, ResultFile], link: Link) -> str:
+    rows = []
+    for what, name, value in HEADLINE:
+        f = need(files, name)
+        got = value(f)
+        text, override = got if isinstance(got, tuple) else (got, {})
+        rows.append(([what, text], f, override))
+    return provenance_table(["what", "measured"], rows, link)
+
+
+# --------------------------------------------------------------------------------------------------- lookup
+
+TABLES: dict[str, Callable[..., str]] = {
+    "figures": figures, "decode": decode, "report": bench_report, "serving": serving, "cluster": cluster,
+    "recipes": recipes, "attention": attention, "headline": headline,
+}
+
+
+def need(files: dict[str, ResultFile], name: str) -> ResultFile:
+    if name not in files:
+        raise ResultsError(f"no result file bench/results/{name}.json (have: {', '.join(sorted(files))})")
+    return files[name]
+
+
+def render(kind: str, args: list[str], files: dict[str, ResultFile], link: Link) -> str:
+    if kind not in TABLES:
+        raise ResultsError(f"unknown results table {kind!r} (known: {', '.join(TABLES)})")
+    return TABLES[kind](files, link, *args)

@@ -1,0 +1,63 @@
+"""MkDocs hooks (mkdocs.yml `hooks:`): what the pages show is made from the code and the result files at build
+time, never typed in.
+
+    {{ results: KIND ARG }}   a results table from bench/results/ARG.json (bench/tables.py: KIND)
+    {{ cli: MODULE }}         the options of `python -m MODULE`, from its argparse parser (`all`: every one)
+
+The result files (and their .png charts) are published under results/, so each table links to
+the JSON it came from. A result file without its machine, date or command stops the build.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from pathlib import Path
+
+from mkdocs.exceptions import PluginError
+from mkdocs.structure.files import File, Files
+
+from bench import tables
+from bench.results_files import RESULTS, ResultFile, ResultsError, read_all
+from docsgen import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+PLACEHOLDER = re.compile(r"\{\{\s*(results|cli):\s*([^}]*?)\s*\}\}")
+PUBLISHED = {"results": (RESULTS, ("*.json", "*.png")), "assets": (ROOT / "web", ("screenshot.png",))}
+
+_files: dict[str, ResultFile] = {}
+
+
+def on_pre_build(config) -> None:
+    global _files
+    try:
+        _files = read_all()
+    except ResultsError as e:
+        raise PluginError(str(e)) from None
+
+
+def on_files(files: Files, config) -> Files:
+    for prefix, (folder, patterns) in PUBLISHED.items():
+        for pattern in patterns:
+            for path in sorted(folder.rglob(pattern)):
+                uri = f"{prefix}/{path.relative_to(folder).as_posix()}"
+                files.append(File.generated(config, uri, abs_src_path=str(path)))
+    return files
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    here = posixpath.dirname(page.file.src_uri)
+
+    def link(name: str) -> str:
+        return posixpath.relpath(f"results/{name}.json", here or ".")
+
+    def replace(m: re.Match) -> str:
+        kind, args = m.group(1), m.group(2).split()
+        try:
+            if kind == "cli":
+                return cli.reference(None if args == ["all"] else args)
+            return tables.render(args[0], args[1:], _files, link)
+        except (ResultsError, ImportError, KeyError, IndexError, ValueError) as e:
+            raise PluginError(f"{page.file.src_uri}: {m.group(0)}: {type(e).__name__}: {e}") from None
+
+    return PLACEHOLDER.sub(replace, markdown)
