@@ -46,7 +46,8 @@ def figures(files: dict[str, ResultFile], link: Link, name: str) -> str:
     f = need(files, name)
     extra = [k for k in ("kept",) if any(k in r for r in f.rows)]
     rows = [([r["figure"], r["value"], *(r.get(k, "") for k in extra)], f, r) for r in f.rows]
-    return (provenance_table(["figure", "value", *extra], rows, link) + "\n\n"
+    labels = [f.data.get("labels", {}).get(k, k) for k in extra]
+    return (provenance_table(["figure", "value", *labels], rows, link) + "\n\n"
             f"<small>{cell(f.data.get('source', ''))}: [{f.name.split('/')[-1]}.json]({link(f.name)})</small>")
 
 

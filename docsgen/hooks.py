@@ -1,8 +1,10 @@
 """MkDocs hooks (mkdocs.yml `hooks:`): what the pages show is made from the code and the result files at build
 time, never typed in.
 
-    {{ results: KIND ARG }}   a results table from bench/results/ARG.json (bench/tables.py: KIND)
+    {{ results: KIND ARG }}   (alone on a line) a results table from bench/results/ARG.json (bench/tables.py: KIND)
     {{ cli: MODULE }}         the options of `python -m MODULE`, from its argparse parser (`all`: every one)
+    {{ presets: }}            the model presets, from gpt.config.PRESETS
+    {{ table: PATH }}         the first Markdown table of a file of the repository (tests/README.md's guarantees)
 
 The result files (and their .png charts) are published under results/, so each table links to
 the JSON it came from. A result file without its machine, date or command stops the build.
@@ -19,13 +21,20 @@ from mkdocs.structure.files import File, Files
 
 from bench import tables
 from bench.results_files import RESULTS, ResultFile, ResultsError, read_all
-from docsgen import cli
+from docsgen import cli, presets
 
 ROOT = Path(__file__).resolve().parents[1]
-PLACEHOLDER = re.compile(r"\{\{\s*(results|cli):\s*([^}]*?)\s*\}\}")
+PLACEHOLDER = re.compile(r"^\{\{\s*(results|cli|presets|table):\s*([^}]*?)\s*\}\}$", re.M)  # alone on a line
 PUBLISHED = {"results": (RESULTS, ("*.json", "*.png")), "assets": (ROOT / "web", ("screenshot.png",))}
 
 _files: dict[str, ResultFile] = {}
+
+
+def first_table(text: str) -> str:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
 
 
 def on_pre_build(config) -> None:
@@ -56,8 +65,12 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         try:
             if kind == "cli":
                 return cli.reference(None if args == ["all"] else args)
+            if kind == "presets":
+                return presets.table()
+            if kind == "table":
+                return first_table((ROOT / args[0]).read_text())
             return tables.render(args[0], args[1:], _files, link)
-        except (ResultsError, ImportError, KeyError, IndexError, ValueError) as e:
+        except (ResultsError, ImportError, KeyError, IndexError, ValueError, OSError) as e:
             raise PluginError(f"{page.file.src_uri}: {m.group(0)}: {type(e).__name__}: {e}") from None
 
     return PLACEHOLDER.sub(replace, markdown)
