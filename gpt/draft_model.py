@@ -2,9 +2,10 @@
 preset drafting for `shakespeare` or `large`) proposes characters one cheap step at a time. Torch-free.
 
 Its cache follows the text: each proposal first feeds what was kept since the last one (one run from the first
-position where its window and the text part), then steps k times. Greedy requests take its argmax; sampled
-ones draw from its own distribution q (same temperature, top-k, top-p), which the accept rule divides by.
-It stops drafting where its top probability falls below `min_prob`: unsure characters are rarely accepted.
+position where its window and the text part), then steps k times. It picks its tokens as plain decoding would
+(argmax, or its own distribution under the request's temperature, top-k and top-p at the very draw the model
+will spend on that position), so where the two models agree the draft is kept. It stops drafting where its
+token's probability falls below `min_prob`: unsure characters are rarely accepted.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from gpt.errors import GPTError
-from gpt.sampler import SamplingParams
-from gpt.speculative import Draft, draw, probabilities
+from gpt.sampler import SamplingParams, softmax
+from gpt.speculative import model_tokens
 
 MIN_PROB = 0.3  # measured: see README (speculative decoding)
 
@@ -34,7 +35,7 @@ class ModelDrafter:
         self.offset = 0  # where the draft's window starts in the text
         self.window: list[int] = []  # the ids in the draft's cache
 
-    def propose(self, history: Sequence[int], k: int, params: SamplingParams, rng: np.random.Generator) -> Draft:
+    def propose(self, history: Sequence[int], k: int, params: SamplingParams, uniforms: np.ndarray) -> list[int]:
         text = history[self.offset:]
         same = common_prefix(self.window, text) if len(history) >= self.offset else 0
         if same == 0 or len(text) + k > self.block:  # a new window: the last block // 2 ids, prefilled
@@ -42,27 +43,18 @@ class ModelDrafter:
             text, same = history[self.offset:], 0
         self.window = list(text)
         same = min(same, len(text) - 1)  # at least the last id runs: its logits give the first draft
-        logits = self.decoder.run(self.window[same:], same)[-1]
+        logits = self.decoder.run(self.window[same:], same)[-1:]
         tokens: list[int] = []
-        qs: list[np.ndarray] = []
         while True:
-            if params.temperature == 0:
-                p = np.exp(logits - logits.max())
-                token = int(np.argmax(p))
-                if p[token] < self.min_prob * p.sum():
-                    break
-            else:
-                q = probabilities(logits[None], params)[0]
-                if q.max() < self.min_prob:
-                    break
-                token = draw(q, rng.random())
-                qs.append(q)
+            token = int(model_tokens(logits, params, uniforms[len(tokens):])[0])
+            if softmax(logits[0].astype(np.float64))[token] < self.min_prob:
+                break
             tokens.append(token)
             if len(tokens) == k:
-                break
+                return tokens
             self.window.append(token)
-            logits = self.decoder.run([token], len(self.window) - 1)[-1]
-        return Draft(tokens, np.array(qs) if params.temperature > 0 and tokens else None)
+            logits = self.decoder.run([token], len(self.window) - 1)[-1:]
+        return tokens
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -27,7 +27,6 @@ import numpy as np
 from gpt.errors import GPTError
 from gpt.fsutil import atomic_write_bytes
 from gpt.sampler import SamplingParams
-from gpt.speculative import Draft
 
 INDEX_FILE = "ngram.npz"
 INDEX_VERSION = 1
@@ -165,7 +164,7 @@ class NgramDrafter:
         self.index, self.min_share, self.min_match = index, min_share, min_match
         self._last: tuple[Sequence[int], int, int] | None = None  # (history, its length, its match length)
 
-    def propose(self, history: Sequence[int], k: int, params: SamplingParams, rng: np.random.Generator) -> Draft:
+    def propose(self, history: Sequence[int], k: int, params: SamplingParams, uniforms: np.ndarray) -> list[int]:
         context = bytes(history[-HISTORY:])
         bound = MAX_MATCH
         if self._last is not None and self._last[0] is history and self._last[1] <= len(history):
@@ -174,10 +173,10 @@ class NgramDrafter:
         self._last = (history, len(history), n_text)
         n_self, at = self_match(context)
         if max(n_text, n_self) < self.min_match:
-            return Draft([])
+            return []
         if n_self >= n_text:
-            return Draft(list(context[at:at + k]))
-        return Draft(self.index.continue_match(n_text, lo, hi, k, self.min_share))
+            return list(context[at:at + k])
+        return self.index.continue_match(n_text, lo, hi, k, self.min_share)
 
 
 def self_match(context: bytes) -> tuple[int, int]:

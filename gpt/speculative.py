@@ -7,12 +7,15 @@ that appends k + 1 tokens to the in-place cache costs little more (1.16x one ste
 rejected draft back costs nothing: the next run starts at the last accepted position, so the stale keys and
 values past it are never read and are overwritten later.
 
-The accept rule keeps the text exactly the model's:
-  greedy    a draft is accepted where it is the argmax: the text of plain greedy decoding, at any length.
-  sampling  a draft x drawn from q is accepted with probability min(1, p(x) / q(x)); on rejection the next
-            character is drawn from normalize(max(0, p - q)); after k accepted drafts, from p. (Leviathan et
-            al. 2023; Chen et al. 2023.) A deterministic draft has q one-hot. p is the model's distribution
-            after temperature, top-k and top-p, so the text has exactly the distribution of plain sampling.
+The accept rule keeps the text exactly the model's. At each drafted position the model's own token is what plain
+decoding would pick there: the argmax (greedy), or the inverse CDF of its distribution after temperature, top-k
+and top-p at that position's random draw (the request's RNG gives one draw per token, in order, exactly as
+plain sampling spends them). A draft is kept while it equals that token; at the first that differs, the model's
+token is kept instead. For a deterministic draft x this is the standard rule with q one-hot (accept with
+probability min(1, p(x)/q(x)) = p(x), on rejection draw from normalize(max(0, p - q)) = p without x), realised
+with one shared draw: the text is not only distributed as the model's, it is the very text plain decoding
+writes for the same seed, greedy or sampled. A drafter that samples (the draft model) draws with the same
+numbers, so its guesses are coupled to the model's and agree where the two distributions do.
 
 The loop keeps `gpt.generate`'s window policy (past block_size, keep the last block_size // 2 tokens and
 re-prefill them): drafts never run past block_size, so every position sees the window plain decoding gives it.
@@ -28,23 +31,16 @@ import numpy as np
 
 from gpt.errors import GPTError
 from gpt.generate import MAX_NEW_TOKENS
-from gpt.sampler import SamplingParams, filter_logits, softmax
+from gpt.sampler import SamplingParams, sample_tokens
 
 DEFAULT_DRAFT_TOKENS = 4  # measured: see README (speculative decoding); the drafter may stop earlier
 
 
-@dataclass
-class Draft:
-    """Drafted ids; `q[j]` is the distribution `tokens[j]` was drawn from (None: chosen deterministically)."""
-
-    tokens: list[int]
-    q: np.ndarray | None = None
-
-
 class Drafter(Protocol):
-    """Proposes up to `k` ids to follow `history` (the prompt and every id since, unwindowed)."""
+    """Proposes up to `k` ids to follow `history` (the prompt and every id since, unwindowed); `uniforms[j]` is the
+    random draw the sampler will spend on the j-th of them (a drafter that samples uses it; greedy: ignore it)."""
 
-    def propose(self, history: Sequence[int], k: int, params: SamplingParams, rng: np.random.Generator) -> Draft: ...
+    def propose(self, history: Sequence[int], k: int, params: SamplingParams, uniforms: np.ndarray) -> list[int]: ...
 
 
 class Verifier(Protocol):
@@ -88,70 +84,64 @@ class SpeculativeStats:
                 f"run; drafts accepted {acc} of {prop} ({acc / max(prop, 1):.0%}); runs by drafts accepted: {bars}")
 
 
-def probabilities(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
-    """The distribution `gpt.sampler.sample_tokens` draws from, per row of `logits` [N, V] (temperature > 0)."""
-    x = np.asarray(logits, dtype=np.float64)
-    scaled = (x - x.max(axis=-1, keepdims=True)) / params.temperature
-    return softmax(filter_logits(scaled, params.top_k, params.top_p))
+class Uniforms:
+    """The request's draws in [0, 1), one per token in order (none for greedy), as `gpt.sampler.Sampler` and
+    the engine spend them: drafters may peek ahead; only what is kept is taken."""
+
+    def __init__(self, rng: np.random.Generator, greedy: bool):
+        self.rng, self.greedy, self.ahead = rng, greedy, np.zeros(0)
+
+    def peek(self, n: int) -> np.ndarray:
+        if self.greedy:
+            return np.zeros(n)
+        if len(self.ahead) < n:
+            self.ahead = np.concatenate([self.ahead, self.rng.random(n - len(self.ahead))])
+        return self.ahead[:n]
+
+    def take(self, n: int) -> None:
+        if not self.greedy:
+            self.peek(n)
+            self.ahead = self.ahead[n:]
 
 
-def draw(p: np.ndarray, u: float) -> int:
-    """The inverse CDF of `p` at `u` in [0, 1), as `sample_tokens` does it."""
-    cdf = np.cumsum(p)
-    return int(min((cdf <= u * cdf[-1]).sum(), len(p) - 1))
+def model_tokens(rows: np.ndarray, params: SamplingParams, uniforms: np.ndarray) -> np.ndarray:
+    """The token plain decoding picks after each row of logits [N, V], row j with draw uniforms[j]."""
+    n = len(rows)
+    return sample_tokens(rows, np.full(n, params.temperature), np.full(n, params.top_k), np.full(n, params.top_p),
+                         uniforms[:n])
 
 
-def accept_drafts(rows: np.ndarray, draft: Draft, params: SamplingParams,
-                  rng: np.random.Generator) -> tuple[int, np.ndarray | None]:
-    """How many of `draft.tokens` the model keeps, given its logits `rows` [k + 1, V] (row j: after the first j
-    drafts); and, for sampling, the distribution the next character is drawn from (None: greedy)."""
-    k = len(draft.tokens)
-    if params.temperature == 0:
-        best = np.argmax(rows[:k], axis=-1)
-        agree = best == np.asarray(draft.tokens, dtype=np.int64)
-        n = k if agree.all() else int(np.argmin(agree))
-        return n, None
-    p = probabilities(rows[:k + 1], params)
-    for j, x in enumerate(draft.tokens):
-        q = draft.q[j] if draft.q is not None else None
-        qx = 1.0 if q is None else float(q[x])
-        if rng.random() < min(1.0, p[j, x] / qx):
-            continue
-        if q is None:
-            residual = p[j].copy()
-            residual[x] = 0.0
-        else:
-            residual = np.maximum(p[j] - q, 0.0)
-        return j, residual if residual.sum() > 0 else p[j]
-    return k, p[k]
+def accept_drafts(rows: np.ndarray, draft: Sequence[int], params: SamplingParams,
+                  uniforms: np.ndarray) -> tuple[int, int]:
+    """(n, t): the model keeps the first n drafts, then its own token t; `rows` [len(draft) + 1, V] are its logits
+    after the token before the draft and after each draft; n + 1 draws are spent."""
+    tokens = model_tokens(rows, params, uniforms)
+    agree = tokens[:len(draft)] == np.asarray(draft, dtype=np.int64)
+    n = len(draft) if agree.all() else int(np.argmin(agree))
+    return n, int(tokens[n])
 
 
 def generate_speculative(model: Verifier, prompt_ids: list[int], max_new_tokens: int, params: SamplingParams,
                          drafter: Drafter, draft_tokens: int = DEFAULT_DRAFT_TOKENS,
                          on_token: Callable[[int, bool], None] | None = None,
                          stats: SpeculativeStats | None = None) -> list[int]:
-    """Decode one continuation of the prompt with drafts; returns the new ids. `on_token(id, drafted)` sees each
-    id as it is kept (`drafted`: it came from an accepted draft)."""
+    """Decode one continuation of the prompt with drafts: the ids plain decoding (`gpt.generate` with
+    `Sampler(params)`) writes. `on_token(id, drafted)` sees each id as it is kept (`drafted`: an accepted draft)."""
     block = model.block_size
     check_draft_tokens(draft_tokens, block)
     if not 0 <= max_new_tokens <= MAX_NEW_TOKENS:
         raise GPTError(f"--max-new-tokens must be in [0, {MAX_NEW_TOKENS:,}], got {max_new_tokens}")
     if not prompt_ids:
         raise GPTError("the prompt must hold at least one token")
-    rng = np.random.default_rng(params.seed)
+    uniforms = Uniforms(np.random.default_rng(params.seed), params.temperature == 0)
     history = list(prompt_ids)
     window = list(prompt_ids[-block:])
     out: list[int] = []
     if max_new_tokens == 0:
         return out
-    next_logits = model.run(window, 0)[-1]
-    next_p: np.ndarray | None = None  # after a rejected draft: the residual to draw from
+    token = int(model_tokens(model.run(window, 0)[-1:], params, uniforms.peek(1))[0])
+    uniforms.take(1)
     while True:
-        if params.temperature == 0:
-            token = int(np.argmax(next_logits))
-        else:
-            p = next_p if next_p is not None else probabilities(next_logits[None], params)[0]
-            token = draw(p, rng.random())
         keep(token, False, out, history, on_token)
         if len(out) == max_new_tokens:
             return out
@@ -160,17 +150,17 @@ def generate_speculative(model: Verifier, prompt_ids: list[int], max_new_tokens:
         if len(window) > block:
             window, start = window[-(block // 2):], 0
         room = min(draft_tokens, block - len(window), max_new_tokens - len(out) - 1)
-        draft = drafter.propose(history, room, params, rng) if room > 0 else Draft([])
-        rows = model.run(window[start:] + draft.tokens, start)[-(len(draft.tokens) + 1):]
-        n, next_p = accept_drafts(rows, draft, params, rng)
+        draft = drafter.propose(history, room, params, uniforms.peek(room)) if room > 0 else []
+        rows = model.run(window[start:] + draft, start)[-(len(draft) + 1):]
+        n, token = accept_drafts(rows, draft, params, uniforms.peek(len(draft) + 1))
+        uniforms.take(n + 1)
         if stats is not None:
-            stats.record(len(draft.tokens), n)
-        for t in draft.tokens[:n]:
+            stats.record(len(draft), n)
+        for t in draft[:n]:
             keep(t, True, out, history, on_token)
             window.append(t)
             if len(out) == max_new_tokens:
                 return out
-        next_logits = rows[n]
 
 
 def keep(token: int, drafted: bool, out: list[int], history: list[int],

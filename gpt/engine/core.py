@@ -6,12 +6,17 @@ Each loop iteration, in order:
   3. prefill one slot's unfed window: all of it when nothing is decoding, otherwise one chunk of at most
              `prefill_chunk` tokens, so a long prompt never stalls the running streams for long
   4. decode  one step for every slot with exactly one unfed token, each row at its own length; sample each
-             row with its own parameters and RNG; emit the text; finish on max_tokens or a stop string
+             row with its own parameters and RNG; emit the text; finish on max_tokens or a stop string.
+             With a drafter (`speculative=`), while at most `speculate_rows` rows decode, each of them instead
+             verifies its drafts in a batch-1 run over its own view of the cache (onnxruntime's CPU
+             GroupQueryAttention refuses rows that each append several tokens in one batched run): one run
+             then writes 1 + the accepted drafts. Past that load the plain batched step is cheaper per character.
 
 The window policy is `gpt.generate`'s, per row: a window that would pass block_size keeps its last
 block_size // 2 tokens and re-prefills them into its own slot. So a request's tokens do not depend on what
 else shares the batch: greedy text equals `gpt.sample --temperature 0`, a seeded request is the same alone or
-under load. An exception inside one request ends that request with an error event; the loop goes on.
+under load, speculating or not: a speculative row spends its RNG's draws exactly as a plain one does
+(`gpt.speculative`). An exception inside one request ends that request with an error event; the loop goes on.
 """
 
 from __future__ import annotations
@@ -31,13 +36,15 @@ from gpt.engine.request import Event, GenerationParams, Request, StopText
 from gpt.engine.runner import SlotRunner
 from gpt.errors import GPTError
 from gpt.generate import encode_prompt
-from gpt.sampler import sample_tokens
+from gpt.sampler import SamplingParams, sample_tokens
+from gpt.speculative import DEFAULT_DRAFT_TOKENS, Drafter, Uniforms, accept_drafts, check_draft_tokens
 from gpt.tokenizer import CharTokenizer
 
 log = logging.getLogger("gpt.engine")
 
 DEFAULT_SLOTS = 16  # 2-core AMD EPYC, cpu shape: 16 rows give 3.4-3.75x the tok/s of 1 (README, Serving)
 DEFAULT_MAX_QUEUE = 256
+DEFAULT_SPECULATE_ROWS = 2  # measured: see README (speculative decoding in the engine)
 
 
 class QueueFull(GPTError):
@@ -52,9 +59,12 @@ class EngineClosed(GPTError):
 class _Slot:
     request: Request
     window: list[int]  # the ids of the current window: its first `cached` are in this slot's cache rows
+    sampling: SamplingParams
+    uniforms: Uniforms  # the request's draws, one per token
+    draft_tokens: int = 0
     cached: int = 0
     generated: int = 0
-    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    history: list[int] = field(default_factory=list)  # prompt + generated, unwindowed (the drafter's context)
     text: StopText = field(default_factory=lambda: StopText(()))
 
     @property
@@ -66,12 +76,26 @@ class Engine:
     """`submit(prompt, params, sink)` from any thread; `sink(event)` is called on the engine's thread."""
 
     def __init__(self, path: Path | str, slots: int = DEFAULT_SLOTS, threads: int | None = None,
-                 max_queue: int = DEFAULT_MAX_QUEUE, prefill_chunk: int = 0):
+                 max_queue: int = DEFAULT_MAX_QUEUE, prefill_chunk: int = 0, speculative: str | None = None,
+                 draft_tokens: int = DEFAULT_DRAFT_TOKENS, speculate_rows: int = DEFAULT_SPECULATE_ROWS,
+                 drafter: Drafter | None = None, **drafter_options):
+        """`speculative`: `ngram` or a draft model's .onnx file (`gpt.drafters.open_drafter`, with
+        `drafter_options`), or pass a `drafter`; `draft_tokens` per verify run (a request may ask for fewer,
+        or 0); rows verify their drafts while at most `speculate_rows` decode."""
         if max_queue < 0:
             raise GPTError(f"--max-queue must be >= 0, got {max_queue}")
         if prefill_chunk < 0:
             raise GPTError(f"--prefill-chunk must be >= 0 (0 = whole prompts), got {prefill_chunk}")
+        if speculate_rows < 0:
+            raise GPTError(f"--speculate-rows must be >= 0, got {speculate_rows}")
         self.runner = SlotRunner(path, slots, threads)
+        if speculative is not None:
+            from gpt.drafters import open_drafter
+
+            check_draft_tokens(draft_tokens, self.runner.block_size)
+            drafter = open_drafter(speculative, self.runner, threads, **drafter_options)
+        self.drafter, self.draft_tokens, self.speculate_rows = drafter, draft_tokens if drafter else 0, speculate_rows
+        self.drafts = {"runs": 0, "proposed": 0, "accepted": 0}  # speculative verify runs (for /metrics)
         self.tokenizer = CharTokenizer(self.runner.vocab)
         self.block_size, self.slots, self.max_queue = self.runner.block_size, slots, max_queue
         self.prefill_chunk = prefill_chunk or self.block_size
@@ -88,6 +112,11 @@ class Engine:
     def submit(self, prompt: str, params: GenerationParams, sink: Callable[[Event], None]) -> Request:
         """Queue a request (a `GPTError` for a bad prompt, `QueueFull`, `EngineClosed`)."""
         ids = encode_prompt(self.tokenizer, prompt)
+        if params.draft_tokens and not self.drafter:
+            raise GPTError("draft_tokens needs a server started with --speculative ngram|FILE")
+        if params.draft_tokens and params.draft_tokens > self.block_size // 2:
+            raise GPTError(f"draft_tokens must be in [0, {self.block_size // 2}] (block_size / 2), "
+                           f"got {params.draft_tokens}")
         request = Request(ids[-self.block_size:], params, sink, prompt_tokens=len(ids), notify=self._notify)
         with self._cond:
             if self._closing:
@@ -136,7 +165,8 @@ class Engine:
     def stats(self) -> dict[str, int | bool]:
         with self._cond:
             return {"slots": self.slots, "active": sum(s is not None for s in self._slots),
-                    "waiting": len(self._waiting), "steps": self.steps, "closing": self._closing}
+                    "waiting": len(self._waiting), "steps": self.steps, "closing": self._closing,
+                    **{f"draft_{k}": v for k, v in self.drafts.items()}}
 
     @property
     def running(self) -> bool:
@@ -208,9 +238,12 @@ class Engine:
             self._end(r, self._ending_event(r))
         while self._waiting and None in self._slots:
             r = self._waiting.popleft()
-            seed = r.params.seed if r.params.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
-            self._slots[self._slots.index(None)] = _Slot(r, list(r.prompt_ids), rng=np.random.default_rng(seed),
-                                                         text=StopText(r.params.stop))
+            p = r.params
+            seed = p.seed if p.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+            drafts = self.draft_tokens if p.draft_tokens is None else p.draft_tokens
+            self._slots[self._slots.index(None)] = _Slot(
+                r, list(r.prompt_ids), p.sampling(seed), Uniforms(np.random.default_rng(seed), p.temperature == 0),
+                draft_tokens=drafts, history=list(r.prompt_ids), text=StopText(p.stop))
 
     def _ending_event(self, r: Request) -> Event:
         if r.cancelled:
@@ -241,9 +274,15 @@ class Engine:
             self._sample_and_advance([i], logits[None])
 
     def _decode(self) -> None:
-        rows = [i for i, s in enumerate(self._slots) if s is not None and s.unfed == 1]
-        if not rows:
-            return
+        ready = [i for i, s in enumerate(self._slots) if s is not None and s.unfed == 1]
+        speculating = [i for i in ready if self._slots[i].draft_tokens] if len(ready) <= self.speculate_rows else []
+        rows = [i for i in ready if i not in speculating]
+        if rows:  # first: the batched step writes a throwaway entry where a speculating row writes next
+            self._decode_rows(rows)
+        for i in speculating:
+            self._speculate(i)
+
+    def _decode_rows(self, rows: list[int]) -> None:
         n = rows[-1] + 1
         tokens = np.zeros(n, dtype=np.int64)
         lengths = np.zeros(n, dtype=np.int64)
@@ -251,7 +290,7 @@ class Engine:
             slot = self._slots[i]
             if slot is not None:  # a row outside this step writes where its own next write will land
                 lengths[i] = slot.cached
-                tokens[i] = slot.window[-1] if slot.unfed == 1 else 0
+                tokens[i] = slot.window[-1] if i in rows else 0
         try:
             logits = self.runner.decode(tokens, lengths, n)
         except GPTError as e:
@@ -263,19 +302,50 @@ class Engine:
             self._slots[i].cached += 1
         self._sample_and_advance(rows, logits[rows])
 
+    def _speculate(self, i: int) -> None:
+        """One verify run for row i: its unfed token and up to draft_tokens drafts, in its own cache row."""
+        slot = self._slots[i]
+        k = min(slot.draft_tokens, self.block_size - len(slot.window),
+                slot.request.params.max_tokens - slot.generated - 1)
+        try:
+            draft = self.drafter.propose(slot.history, k, slot.sampling, slot.uniforms.peek(k)) if k > 0 else []
+            logits = self.runner.extend(i, [slot.window[-1], *draft], slot.cached)
+        except GPTError as e:
+            self._fail(i, str(e), "internal")
+            return
+        n, token = accept_drafts(logits, draft, slot.sampling, slot.uniforms.peek(len(draft) + 1))
+        slot.uniforms.take(n + 1)
+        self.steps += 1
+        self.drafts["runs"] += 1
+        self.drafts["proposed"] += len(draft)
+        self.drafts["accepted"] += n
+        slot.cached += 1  # the unfed token is in the cache now, and so is each accepted draft
+        for t in draft[:n]:
+            if not self._advance_safely(i, t) or self._slots[i] is not slot:
+                return
+            slot.cached += 1
+        self._advance_safely(i, token)  # the model's own token: unfed, as after a plain step
+
     def _sample_and_advance(self, rows: list[int], logits: np.ndarray) -> None:
         slots = [self._slots[i] for i in rows]
         params = [s.request.params for s in slots]
-        uniform = np.array([s.rng.random() if p.temperature > 0 else 0.0 for s, p in zip(slots, params, strict=True)])
+        uniform = np.array([s.uniforms.peek(1)[0] for s in slots])
+        for s in slots:
+            s.uniforms.take(1)
         tokens = sample_tokens(logits, np.array([p.temperature for p in params]), np.array([p.top_k for p in params]),
                                np.array([p.top_p for p in params]), uniform)
         for i, token in zip(rows, tokens.tolist(), strict=True):
-            try:
-                self._advance(i, token)
-            except Exception as e:  # this request's fault (or its sink's): end it alone
-                log.exception("request %s failed", self._slots[i].request.id if self._slots[i] else "?")
-                if self._slots[i] is not None:
-                    self._fail(i, f"internal error: {type(e).__name__}", "internal")
+            self._advance_safely(i, token)
+
+    def _advance_safely(self, i: int, token: int) -> bool:
+        try:
+            self._advance(i, token)
+            return True
+        except Exception as e:  # this request's fault (or its sink's): end it alone
+            log.exception("request %s failed", self._slots[i].request.id if self._slots[i] else "?")
+            if self._slots[i] is not None:
+                self._fail(i, f"internal error: {type(e).__name__}", "internal")
+            return False
 
     def _advance(self, i: int, token: int) -> None:
         slot = self._slots[i]
@@ -292,6 +362,7 @@ class Engine:
                                   prompt_tokens=r.prompt_tokens, completion_tokens=slot.generated))
             return
         slot.window.append(token)
+        slot.history.append(token)
         if len(slot.window) > self.block_size:  # gpt.generate's window policy, for this row alone
             slot.window, slot.cached = slot.window[-(self.block_size // 2):], 0
 

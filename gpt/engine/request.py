@@ -26,6 +26,7 @@ class GenerationParams:
     seed: int | None = None  # None: a fresh random seed
     stop: tuple[str, ...] = ()
     timeout: float | None = None  # seconds from submission; None: no deadline
+    draft_tokens: int | None = None  # speculative decoding: drafts per verify run; None: the engine's; 0: off
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_tokens <= MAX_NEW_TOKENS:
@@ -34,7 +35,12 @@ class GenerationParams:
             raise GPTError(f"stop must be at most {MAX_STOP} non-empty strings, got {list(self.stop)!r}")
         if self.timeout is not None and not self.timeout > 0:
             raise GPTError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.draft_tokens is not None and self.draft_tokens < 0:
+            raise GPTError(f"draft_tokens must be >= 0 (0 = no speculation), got {self.draft_tokens}")
         SamplingParams(self.temperature, self.top_k, self.top_p)  # the sampler's own checks of these three
+
+    def sampling(self, seed: int) -> SamplingParams:
+        return SamplingParams(self.temperature, self.top_k, self.top_p, seed)
 
 
 @dataclass(frozen=True)

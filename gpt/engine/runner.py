@@ -82,6 +82,11 @@ class SlotRunner:
 
     def prefill(self, slot: int, ids: np.ndarray, start: int) -> np.ndarray:
         """Write `ids` [T] at positions start .. start + T - 1 of row `slot`; the logits of its last one [V]."""
+        return self.extend(slot, ids, start)[-1]
+
+    def extend(self, slot: int, ids: np.ndarray, start: int) -> np.ndarray:
+        """Write `ids` [T] at positions start .. start + T - 1 of row `slot` (batch 1, that row's view of the
+        cache: a chunk of a prefill, or a speculative verify run); the logits after each of them [T, V]."""
         ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(1, -1)
         end = start + ids.shape[1]
         if not 0 <= start < end <= self.block_size:
@@ -92,7 +97,7 @@ class SlotRunner:
         io.bind_output("logits", "cpu")
         self._bind_cache(io, slice(slot, slot + 1))  # views of self.cache: their memory outlives the run
         self._run(io)
-        return io.get_outputs()[0].numpy()[0, -1]
+        return io.get_outputs()[0].numpy()[0]
 
     def decode(self, tokens: np.ndarray, lengths: np.ndarray, rows: int) -> np.ndarray:
         """One step over rows 0 .. rows - 1 (tokens and lengths [rows]); their logits [rows, V] (a view, valid
