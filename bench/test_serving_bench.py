@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench import serving
+from bench.results_files import command_line, stamp
 
 
 def results(smoke: bool, tmp_path: Path, name: str) -> Path:
@@ -36,6 +38,10 @@ def test_serving(preset, artifacts, threads, pytestconfig, capsys, tmp_path):
     assert rows and all(" / 0 |" in line for line in rows), table  # every request completed, none failed
     report = json.loads(out.with_suffix(".json").read_text())
     assert all(r["failed"] == 0 for r in report["rows"]) and out.with_suffix(".png").stat().st_size > 0
+    if not smoke:  # the machine, date and command the docs show beside its figures (bench/results_files.py)
+        command = os.environ.get("BENCH_COMMAND", "make bench")
+        command += f" (bench/test_serving_bench.py: {command_line('python -m bench.serving', args)})"
+        out.with_suffix(".json").write_text(json.dumps(stamp(report, command), indent=1))
 
 
 def test_cluster(preset, artifacts, pytestconfig, tmp_path):
