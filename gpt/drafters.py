@@ -18,12 +18,12 @@ SPECULATIVE_HELP = ("draft characters and verify them in one run of the model (g
 def check_speculative(decoder, draft_tokens: int) -> Verifier:
     """`decoder` can verify drafts (a gqa onnxruntime decoder), and `draft_tokens` fits its block size."""
     meta = getattr(decoder, "meta", None)
+    if meta is not None and meta.layout != "gqa":
+        raise GPTError(f"--speculative needs the gqa layout; {decoder.path} has the {meta.layout} layout: export "
+                       "one with `python -m export.onnx --ckpt CKPT` (gqa is the default)")
     if meta is None or not hasattr(decoder, "run"):
         raise GPTError("--speculative needs --backend onnxruntime (torch and onnxruntime-genai decode one "
                        "token per run here)")
-    if meta.layout != "gqa":
-        raise GPTError(f"--speculative needs the gqa layout; {decoder.path} has the {meta.layout} layout: export "
-                       "one with `python -m export.onnx --ckpt CKPT` (gqa is the default)")
     check_draft_tokens(draft_tokens, decoder.block_size)
     return decoder
 

@@ -168,6 +168,40 @@ CASES = [
          expect="--optimizer must be one of adamw, muon, got 'sgd'"),
     case("muon learning rate negative", "gpt.train", *TRAIN, "--muon_lr", "-1",
          expect="--muon_lr must be a finite number >= 0, got -1.0"),
+    # ---- speculative decoding (gpt.sample, gpt.serve)
+    case("speculative with the torch backend", "gpt.sample", *SAMPLE, "--speculative", "ngram",
+         expect="--speculative needs --backend onnxruntime, not torch"),
+    case("speculative with several samples", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{gqa_onnx}",
+         "--speculative", "ngram", "--num-samples", "2",
+         expect="--speculative decodes one sample (batch 1); drop --num-samples or run once per --seed"),
+    case("show-accepted without speculative", "gpt.sample", *SAMPLE, "--show-accepted",
+         expect="--show-accepted colours accepted drafts: it needs --speculative ngram|FILE"),
+    case("speculative on the portable layout", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{std_onnx}",
+         "--speculative", "ngram", expect="--speculative needs the gqa layout; {std_onnx} has the onnx layout"),
+    case("draft tokens zero", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{gqa_onnx}", "--speculative",
+         "ngram", "--draft-tokens", "0", expect="--draft-tokens must be in [1, 16] (block_size 32 / 2), got 0"),
+    case("draft tokens past half the block", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{gqa_onnx}",
+         "--speculative", "ngram", "--draft-tokens", "17",
+         expect="--draft-tokens must be in [1, 16] (block_size 32 / 2), got 17"),
+    case("speculative neither ngram nor a file", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{gqa_onnx}",
+         "--speculative", "bigram",
+         expect="--speculative takes `ngram` or a draft model's .onnx file; bigram is neither"),
+    case("draft model with another vocabulary", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{gqa_onnx}",
+         "--speculative", "{other_vocab_onnx}", expect="has another vocabulary (35 characters, the model 35): draft "
+                                                       "with a file trained on the same text"),
+    case("draft model with another block size", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{gqa_onnx}",
+         "--speculative", "{other_block_onnx}", expect="has block_size 16, the model 32: export a draft trained with "
+                                                       "the same --block_size"),
+    case("ngram index of another training text", "gpt.sample", "--backend", "onnxruntime", "--onnx",
+         "{foreign_index_onnx}", "--speculative", "ngram", expect="indexes another training text (sha256 000000000000"),
+    case("ngram index without its training text", "gpt.sample", "--backend", "onnxruntime", "--onnx",
+         "{unindexed_onnx}", "--speculative", "ngram", "--data-dir", "{nowhere}",
+         expect="the ngram drafter builds its index from the training text once; {nowhere}/tinyshakespeare/input.txt "
+                "does not exist: run `python -m gpt.data` or pass --ngram-text FILE"),
+    case("serve speculative with too many draft tokens", "gpt.serve", "--onnx", "{gqa_onnx}", "--speculative",
+         "ngram", "--draft-tokens", "17", expect="--draft-tokens must be in [1, 16] (block_size 32 / 2), got 17"),
+    case("serve speculative on Ray", "gpt.serve", "--ray", "--onnx", "{gqa_onnx}", "--speculative", "ngram",
+         expect="--speculative runs in the single-process server; with --ray each replica decodes plainly"),
     # ---- gpt.serve (the engine opens the file, then the options the server checks)
     case("serve an ONNX file that does not exist", "gpt.serve", "--onnx", "{nowhere}.onnx",
          expect="does not exist; export one with `python -m export.onnx --ckpt out`"),
@@ -312,7 +346,7 @@ def edit_config(ckpt, edit):
 
 
 @pytest.fixture(scope="module")
-def paths(tmp_path_factory, tiny_ckpt, periodic_text_file) -> dict[str, str]:
+def paths(tmp_path_factory, tiny_ckpt, periodic_text_file, exported, exported_std) -> dict[str, str]:
     """The fixture files the cases name: copies of the tiny checkpoint with one thing broken in each."""
     root = tmp_path_factory.mktemp("bad")
     p = {"ckpt": tiny_ckpt, "text": periodic_text_file, "nowhere": root / "nowhere", "fresh": root / "fresh",
@@ -386,7 +420,33 @@ def paths(tmp_path_factory, tiny_ckpt, periodic_text_file) -> dict[str, str]:
     bad.mkdir(parents=True)
     (bad / "input.txt").write_text("not Shakespeare\n")
     p["bad_data_dir"] = bad.parent
+    speculative_files(root, exported[0], p)
+    p["std_onnx"] = exported_std
     return {k: str(v) for k, v in p.items()}
+
+
+def speculative_files(root, gqa, p: dict) -> None:
+    """The gqa export, and copies of it as a draft with another vocabulary or block size (metadata edited), beside
+    an ngram index of another text, and with no index."""
+    import onnx
+
+    from gpt.ngram import INDEX_FILE, NgramIndex
+
+    p["gqa_onnx"] = gqa
+    for name, key, change in (("other_vocab_onnx", "vocab", lambda v: json.dumps(json.loads(v)[::-1])),
+                              ("other_block_onnx", "block_size", lambda v: "16")):
+        proto = onnx.load(gqa)
+        for entry in proto.metadata_props:
+            if entry.key == key:
+                entry.value = change(entry.value)
+        onnx.save(proto, root / f"{name}.onnx")
+        p[name] = root / f"{name}.onnx"
+    for name in ("foreign_index", "unindexed"):
+        (root / name).mkdir()
+        shutil.copy(gqa, root / name / "model.onnx")
+        p[f"{name}_onnx"] = root / name / "model.onnx"
+    vocab = json.loads(next(e.value for e in onnx.load(gqa).metadata_props if e.key == "vocab"))
+    NgramIndex.build(PERIODIC_TEXT[:1000], vocab, "0" * 64).save(root / "foreign_index" / INDEX_FILE)
 
 
 def runs_in_process(c: Case) -> bool:

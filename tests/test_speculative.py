@@ -283,3 +283,32 @@ def test_the_engine_speculating_writes_the_text_it_writes_without(real_model, sh
             together = engine.generate(prompts, params)
             assert engine.stats()["draft_runs"] - runs < 90  # five rows: mostly plain steps
         assert alone == want and together == want
+
+
+def test_the_server_speculates_shows_it_in_metrics_and_refuses_a_bad_draft_tokens(real_model, shakespeare_slice):
+    """`gpt.serve --speculative ngram`: a greedy and a seeded request give the text of a server without it (and the
+    engine's), /metrics counts the accepted drafts, a request's `draft_tokens` past block_size / 2 is a 400 naming
+    the field, and the next request is served."""
+    import httpx
+    from servers import server_process
+
+    model, _ = real_model
+    bodies = [{"model": "model", "prompt": "ROMEO:\n", "max_tokens": 60, "temperature": 0},
+              {"model": "model", "prompt": "the ", "max_tokens": 60, "temperature": 0.9, "seed": 4}]
+    texts = {}
+    for args in ((), ("--speculative", "ngram", "--ngram-text", str(shakespeare_slice))):
+        with server_process(model.path, "--model-name", "model", *args) as (url, _):
+            texts[args] = [httpx.post(f"{url}/v1/completions", json=b, timeout=30).json()["choices"][0]["text"]
+                           for b in bodies]
+            if args:
+                bad = httpx.post(f"{url}/v1/completions", json={**bodies[0], "draft_tokens": 17}, timeout=30)
+                assert bad.status_code == 400 and bad.json()["error"]["param"] == "draft_tokens", bad.text
+                assert "draft_tokens must be in [0, 16]" in bad.json()["error"]["message"]
+                off = httpx.post(f"{url}/v1/completions", json={**bodies[1], "draft_tokens": 0}, timeout=30)
+                assert off.json()["choices"][0]["text"] == texts[args][1]
+                metrics = httpx.get(f"{url}/metrics", timeout=10).text
+                accepted = next(float(line.split()[-1]) for line in metrics.splitlines()
+                                if line.startswith("gpt_draft_accepted "))
+                assert accepted > 10
+    assert texts[()] == list(texts.values())[1]
+    assert len(set(texts[()])) == 2 and all(len(t) == 60 for t in texts[()])

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Sequence
 
 from gpt.errors import GPTError, run_cli
+from gpt.serve import options
 from gpt.serve.options import autoscale_range, build_parser, check, check_port, check_ray_address, settings
 
 
@@ -47,8 +48,7 @@ def serve_here(args: argparse.Namespace) -> int:
                        ) from None
     from gpt.engine import Engine
 
-    engine = Engine(args.onnx, slots=args.slots, threads=args.threads, max_queue=args.max_queue,
-                    prefill_chunk=args.prefill_chunk)
+    engine = Engine(args.onnx, **options.engine_options(args))
     served = settings(args)
     app = create_app(engine, served)
     AppStatus.disable_automatic_graceful_drain()  # on SIGTERM streams finish (up to --drain-timeout), not cut

@@ -95,7 +95,7 @@ class _Choices:
             raise APIError(503, str(e), None, "shutting_down", "server_error") from None
         except GPTError as e:
             self.cancel()
-            raise APIError(400, str(e), "prompt") from None
+            raise APIError(400, str(e), "draft_tokens" if "draft_tokens" in str(e) else "prompt") from None
         self.prompt_tokens = sum(r.prompt_tokens for r in self.requests)
 
     def _put(self, index: int, event: Event) -> None:

@@ -28,3 +28,7 @@ class Metrics:
         Gauge("gpt_slots", "Slots (rows of the shared KV cache)", registry=r).set(engine.slots)
         self.steps = Gauge("gpt_decode_steps", "Decode steps run by the engine", registry=r)
         self.steps.set_function(lambda: engine.stats()["steps"])
+        for key, what in (("runs", "Speculative verify runs (each writes 1 + the drafts accepted)"),
+                          ("proposed", "Drafted characters checked by verify runs"),
+                          ("accepted", "Drafted characters accepted (the text plain decoding would write)")):
+            Gauge(f"gpt_draft_{key}", what, registry=r).set_function(lambda key=key: engine.stats()[f"draft_{key}"])

@@ -6,12 +6,17 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from gpt.data import DEFAULT_DATA_DIR
+from gpt.drafters import SPECULATIVE_HELP
 from gpt.engine import DEFAULT_MAX_QUEUE, DEFAULT_SLOTS
+from gpt.engine.core import DEFAULT_SPECULATE_ROWS
 from gpt.errors import ArgumentParser, GPTError
+from gpt.speculative import DEFAULT_DRAFT_TOKENS
 
 API_KEY_ENV = "GPT_API_KEY"
 PROG = "python -m gpt.serve"
@@ -65,6 +70,17 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                    help="least time between two chunks of a stream: the characters made meanwhile go as one "
                         f"(default: 0, with --ray {RAY_STREAM_INTERVAL}: each chunk costs the proxy CPU)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    spec = p.add_argument_group("speculative decoding: rows draft characters and verify them in one run")
+    spec.add_argument("--speculative", metavar="ngram|FILE", default=None, help=SPECULATIVE_HELP)
+    spec.add_argument("--draft-tokens", type=int, default=DEFAULT_DRAFT_TOKENS, metavar="K",
+                      help=f"drafts per verify run, 1 .. block_size / 2; a request's `draft_tokens` may ask for "
+                           f"fewer or 0 (default: {DEFAULT_DRAFT_TOKENS})")
+    spec.add_argument("--speculate-rows", type=int, default=DEFAULT_SPECULATE_ROWS, metavar="R",
+                      help="speculate while at most R rows decode; past that, plain batched steps, cheaper per "
+                           f"character at that load (default: {DEFAULT_SPECULATE_ROWS})")
+    spec.add_argument("--ngram-text", type=Path, default=None, metavar="FILE",
+                      help="training text to build the ngram index from, once (default: DATA_DIR's Tiny Shakespeare)")
+    spec.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where gpt.data put Tiny Shakespeare")
     ray = p.add_argument_group("Ray Serve (--ray): replicas of the engine behind Ray's HTTP proxy")
     ray.add_argument("--ray", action="store_true", help="serve as a Ray Serve application (extra `ray`)")
     ray.add_argument("--replicas", type=int, default=None, help="engines, one process each (default: 1)")
@@ -90,6 +106,8 @@ def check(args: argparse.Namespace) -> None:
         raise GPTError(f"--stream-interval must be in [0, 1] seconds, got {args.stream_interval}")
     if not args.drain_timeout >= 0:
         raise GPTError(f"--drain-timeout must be >= 0 seconds, got {args.drain_timeout}")
+    if args.speculative and args.ray:
+        raise GPTError("--speculative runs in the single-process server; with --ray each replica decodes plainly")
     ray_only = [f"--{n.replace('_', '-')}" for n in ("replicas", "autoscale", "ray_address")
                 if getattr(args, n) is not None]
     if ray_only and not args.ray:
@@ -108,6 +126,17 @@ def autoscale_range(text: str) -> tuple[int, int]:
     if not (sep and low.isdigit() and high.isdigit()) or not int(low) <= int(high) or int(high) < 1:
         raise GPTError(f"--autoscale must be MIN:MAX with 0 <= MIN <= MAX and MAX >= 1, got {text!r}")
     return int(low), int(high)
+
+
+def engine_options(args: argparse.Namespace) -> dict:
+    """The `gpt.engine.Engine` keywords of the command line."""
+    options = {"slots": args.slots, "threads": args.threads, "max_queue": args.max_queue,
+               "prefill_chunk": args.prefill_chunk}
+    if args.speculative:
+        options |= {"speculative": args.speculative, "draft_tokens": args.draft_tokens,
+                    "speculate_rows": args.speculate_rows, "ngram_text": args.ngram_text, "data_dir": args.data_dir,
+                    "say": lambda line: print(line, file=sys.stderr, flush=True)}
+    return options
 
 
 def settings(args: argparse.Namespace) -> Settings:

@@ -43,7 +43,7 @@ class StreamOptions(BaseModel):
 
 class CompletionRequest(BaseModel):
     """The fields of OpenAI's `POST /v1/completions`, strictly typed; unknown fields are refused (a typo such
-    as `max_token` would otherwise be silently ignored). `top_k` is our extension."""
+    as `max_token` would otherwise be silently ignored). `top_k` and `draft_tokens` are our extensions."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -53,6 +53,7 @@ class CompletionRequest(BaseModel):
     temperature: StrictFloat | StrictInt | None = 1.0
     top_p: StrictFloat | StrictInt | None = 1.0
     top_k: StrictInt | None = 0
+    draft_tokens: StrictInt | None = None  # speculative decoding (a server started with --speculative): 0 = off
     n: StrictInt | None = 1
     stop: StrictStr | list[StrictStr] | None = None
     seed: StrictInt | None = None
@@ -95,12 +96,14 @@ class CompletionRequest(BaseModel):
                   "top_p": 1.0 if self.top_p is None else float(self.top_p),
                   "top_k": self.top_k or 0}
         try:
-            return GenerationParams(max_tokens=max_tokens, stop=stop, seed=self.seed, timeout=timeout, **values)
+            return GenerationParams(max_tokens=max_tokens, stop=stop, seed=self.seed, timeout=timeout,
+                                    draft_tokens=self.draft_tokens, **values)
         except GPTError as e:
             message = str(e)  # the sampler's checks name its command-line options: name the API's fields
             for option, field in (("--top-k", "top_k"), ("--top-p", "top_p"), ("--temperature", "temperature")):
                 message = message.replace(option, field)
-            param = next((name for name in ("temperature", "top_p", "top_k", "stop") if name in message), None)
+            fields = ("temperature", "top_p", "top_k", "stop", "draft_tokens")
+            param = next((name for name in fields if name in message), None)
             raise APIError(400, message, param) from None
 
 
