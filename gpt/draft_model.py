@@ -18,7 +18,7 @@ from gpt.errors import GPTError
 from gpt.sampler import SamplingParams, softmax
 from gpt.speculative import model_tokens
 
-MIN_PROB = 0.3  # measured: see README (speculative decoding)
+MIN_PROB = 0.3  # docs/speculative.md
 
 
 class ModelDrafter:

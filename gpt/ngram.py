@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import json
 import time
 from array import array
@@ -32,8 +33,9 @@ INDEX_FILE = "ngram.npz"
 INDEX_VERSION = 1
 MAX_MATCH = 32  # the longest context suffix looked up (the suffix array is sorted this deep, and one more)
 HISTORY = 4096  # how far back the text so far is searched
-MIN_SHARE = 0.4  # measured: see README (speculative decoding)
+MIN_SHARE = 0.3  # the least chance that every draft so far is kept, to draft one more (measured: docs/speculative.md)
 MIN_MATCH = 3
+SAMPLE = 32  # occurrences counted per drafted character, evenly spaced over the range
 
 
 def suffix_array(tokens: np.ndarray, depth: int = MAX_MATCH + 1) -> np.ndarray:
@@ -120,40 +122,55 @@ class NgramIndex:
                 high = n - 1
         return best
 
-    def _range(self, pattern: bytes) -> tuple[int, int]:
+    def _range(self, pattern: bytes, lo: int = 0, hi: int | None = None) -> tuple[int, int]:
         m, text = len(pattern), self.text
 
         def key(i: int) -> bytes:
             return text[i:i + m]
 
-        lo = bisect.bisect_left(self._sa, pattern, key=key)
-        return lo, bisect.bisect_right(self._sa, pattern, lo=lo, key=key)
+        hi = len(self._sa) if hi is None else hi
+        lo = bisect.bisect_left(self._sa, pattern, lo, hi, key=key)
+        return lo, bisect.bisect_right(self._sa, pattern, lo, hi, key=key)
 
-    def continue_match(self, n: int, lo: int, hi: int, k: int, min_share: float) -> list[int]:
-        """Up to k ids following a match of length n (range lo:hi): each the most common next character, while
-        it follows at least `min_share` of the occurrences."""
+    def continue_match(self, context: bytes, n: int, lo: int, hi: int, k: int, min_share: float,
+                       temperature: float = 0.0, uniforms: Sequence[float] = ()) -> list[int]:
+        """Up to k ids following the match of `context`'s last n characters (range lo:hi), each picked from the
+        characters that follow the occurrences as the model will pick its own: the most common (greedy), or
+        the one whose counts, tempered, hold the j-th draw `uniforms[j]` in their CDF (in id order, as the
+        sampler's); while the pick holds at least `min_share` of that (tempered) mass. Pure Python on at most
+        SAMPLE occurrences: numpy's per-call cost would exceed a verify run's gain."""
         out: list[int] = []
         sa, text = self._sa, self.text
+        pattern = context[-n:] if n else b""
+        reach = 1.0  # how likely the model keeps every draft so far: each pick's share, multiplied
         while len(out) < k and n <= MAX_MATCH:
             if hi - lo == 1:  # one occurrence: copy what follows it
-                tail = text[sa[lo] + n:sa[lo] + n + k - len(out)]
-                out.extend(tail.split(b"\xff", 1)[0])
+                tail = text[sa[lo] + n:sa[lo] + n + k - len(out)].split(b"\xff", 1)[0]
+                out.extend(tail[:copy_length(reach, min_share)])
                 break
-            # the characters after the range's n shared ones are sorted: the most common is the longest run
-            if hi - lo <= 64:
-                following = bytes(text[sa[i] + n] for i in range(lo, hi))
-                c = max(set(following), key=following.count)
-                start, count = following.index(c), following.count(c)
+            # the characters after the range's n shared ones are sorted, so evenly spaced occurrences count them
+            stride = max(1, (hi - lo) // SAMPLE)
+            runs = [(c, len(list(g))) for c, g in itertools.groupby(text[sa[i] + n] for i in range(lo, hi, stride))]
+            total = sum(m for _, m in runs)
+            if temperature == 0:
+                c, m = max(runs, key=lambda run: run[1])
+                share = m / total
             else:
-                column = self.padded[self.suffixes[lo:hi] + n]
-                counts = np.bincount(column, minlength=256)
-                c = int(np.argmax(counts))
-                start, count = int(np.searchsorted(column, c, "left")), int(counts[c])
-            if c == 255 or count < min_share * (hi - lo):
+                weights = [(m / total) ** (1.0 / temperature) for _, m in runs]
+                cdf = list(itertools.accumulate(weights))
+                j = min(bisect.bisect_right(cdf, uniforms[len(out)] * cdf[-1]), len(runs) - 1)
+                c, share = runs[j][0], weights[j] / cdf[-1]
+            reach *= share
+            if c == 255 or reach < min_share:
                 break
-            lo, hi = lo + start, lo + start + count
-            out.append(c)
+            pattern += bytes([c])
             n += 1
+            if stride == 1:
+                start = sum(m for ch, m in runs if ch < c)
+                lo, hi = lo + start, lo + start + dict(runs)[c]
+            else:
+                lo, hi = self._range(pattern, lo, hi)
+            out.append(c)
         return out
 
 
@@ -175,8 +192,21 @@ class NgramDrafter:
         if max(n_text, n_self) < self.min_match:
             return []
         if n_self >= n_text:
-            return list(context[at:at + k])
-        return self.index.continue_match(n_text, lo, hi, k, self.min_share)
+            return list(context[at:at + min(k, copy_length(1.0, self.min_share))])
+        return self.index.continue_match(context, n_text, lo, hi, k, self.min_share, params.temperature, uniforms)
+
+
+COPY_SHARE = 0.75  # the chance that a character copied from a single occurrence is kept (docs/speculative.md)
+
+
+def copy_length(reach: float, min_reach: float) -> int:
+    """How many characters to copy from a single occurrence before the chance the model keeps them all falls
+    below `min_reach`, at COPY_SHARE each."""
+    n = 0
+    while n < MAX_MATCH and reach * COPY_SHARE >= min_reach:
+        reach *= COPY_SHARE
+        n += 1
+    return n
 
 
 def self_match(context: bytes) -> tuple[int, int]:

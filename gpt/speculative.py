@@ -33,7 +33,7 @@ from gpt.errors import GPTError
 from gpt.generate import MAX_NEW_TOKENS
 from gpt.sampler import SamplingParams, sample_tokens
 
-DEFAULT_DRAFT_TOKENS = 4  # measured: see README (speculative decoding); the drafter may stop earlier
+DEFAULT_DRAFT_TOKENS = 4  # measured: docs/speculative.md; the drafter may stop earlier
 
 
 class Drafter(Protocol):

@@ -49,6 +49,7 @@ class OrtGQADecoder:
         self.step_ids_value = ort.OrtValue.ortvalue_from_numpy(self.step_ids)
         self.ones = np.ones(batch * m.block_size, dtype=np.int64)
         self.batch, self.length, self.stepping = batch, 0, False
+        self.runs: dict[int, tuple] = {}  # run()'s buffers per length: (ids, logits, their OrtValues)
 
     def _run(self, total: int) -> None:
         self.io.bind_cpu_input("attention_mask", self.ones[:self.batch * total].reshape(self.batch, total))
@@ -74,18 +75,32 @@ class OrtGQADecoder:
 
     def run(self, ids: Sequence[int], start: int) -> np.ndarray:
         """Batch 1: write `ids` at positions start .. start + T - 1 (what the cache held past `start` is dropped:
-        the shorter attention_mask never reads it) and return their logits [T, V]; start 0 is a fresh prefill.
-        The verify run of speculative decoding (`gpt.speculative.Verifier`)."""
+        the shorter attention_mask never reads it) and return their logits [T, V] (valid until the next call);
+        start 0 is a fresh prefill. The verify run of speculative decoding (`gpt.speculative.Verifier`): its
+        ids and logits buffers are bound once per length T, as a step's are."""
         if start == 0:
             return self.logits(np.asarray([ids]))[0]
         if self.batch != 1 or not 0 < start <= self.length:
             raise GPTError(f"run() at position {start} needs a batch-1 cache holding at least {start} positions "
                            f"(it holds {self.length}, batch {self.batch})")
-        self.io.bind_cpu_input("input_ids", check_ids([ids], len(self.vocab), self.block_size, past=start))
-        self.io.bind_output("logits", "cpu")
+        n = len(ids)
+        if start + n > self.block_size:
+            raise GPTError(f"sequence of {start + n} tokens exceeds block_size {self.block_size}")
+        buffers = self.runs.get(n)
+        if buffers is None:
+            ids_buf = np.zeros((1, n), dtype=np.int64)
+            logits_buf = np.zeros((1, n, len(self.vocab)), dtype=np.float32)
+            buffers = self.runs[n] = (ids_buf, logits_buf, ort.OrtValue.ortvalue_from_numpy(ids_buf),
+                                      ort.OrtValue.ortvalue_from_numpy(logits_buf))
+        ids_buf, logits_buf, ids_value, logits_value = buffers
+        ids_buf[0] = ids
+        if ids_buf.min() < 0 or ids_buf.max() >= len(self.vocab):
+            raise GPTError(f"token ids must be in [0, {len(self.vocab)}), got {ids_buf.min()}..{ids_buf.max()}")
+        self.io.bind_ortvalue_input("input_ids", ids_value)
+        self.io.bind_ortvalue_output("logits", logits_value)
         self.stepping = False
-        self._run(start + len(ids))
-        return self.io.get_outputs()[0].numpy()[0]
+        self._run(start + n)
+        return logits_buf[0]
 
     def step(self, ids: np.ndarray) -> np.ndarray:
         if self.length == 0:

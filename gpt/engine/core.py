@@ -44,7 +44,7 @@ log = logging.getLogger("gpt.engine")
 
 DEFAULT_SLOTS = 16  # 2-core AMD EPYC, cpu shape: 16 rows give 3.4-3.75x the tok/s of 1 (README, Serving)
 DEFAULT_MAX_QUEUE = 256
-DEFAULT_SPECULATE_ROWS = 2  # measured: see README (speculative decoding in the engine)
+DEFAULT_SPECULATE_ROWS = 2  # measured: docs/speculative.md (the engine)
 
 
 class QueueFull(GPTError):
