@@ -60,10 +60,19 @@ def setup_distributed(device_name: str) -> tuple[Dist, torch.device]:
 
 
 def teardown(dist: Dist) -> None:
+    """Free the process group, which joins gloo's worker threads before the interpreter shuts down.
+
+    DistributedDataParallel's constructor leaves the module in a reference cycle (a closure cell and its frame),
+    and the module's reducer holds the group: until the cyclic collector frees it, destroy_process_group only
+    forgets the group and gloo's threads run on. Collecting first makes the join not depend on when gc runs.
+    """
     if dist.enabled:
+        import gc
+
         import torch.distributed as td
 
         if td.is_initialized():
+            gc.collect()
             td.destroy_process_group()
 
 

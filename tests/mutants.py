@@ -144,6 +144,17 @@ MUTANTS = [
     Mutant("Ray starts without the proxy middleware", "gpt/serve/ray_app.py",
            (('ray.init(**options, runtime_env={"env_vars": PROXY_ENV})', "ray.init(**options)"),),
            ("tests/test_ray_serve.py::test_a_killed_replica_fails_only_its_own_streams_and_ray_replaces_it",)),
+    Mutant("DDP's setup imports torch.distributed.nn.functional after init_process_group", "gpt/distributed.py",
+           (("    import torch.distributed.nn.functional as _  # noqa: F401\n", ""),),
+           ("tests/test_reliability.py::test_teardown_stops_the_gloo_threads_so_no_rank_aborts_at_exit",)),
+    Mutant("teardown leaves DDP's reference cycle to the garbage collector", "gpt/distributed.py",
+           (("            gc.collect()\n", ""),),
+           ("tests/test_reliability.py::test_teardown_stops_the_gloo_threads_so_no_rank_aborts_at_exit",)),
+    Mutant("the engine's slots ignore the request's seed", "gpt/engine/core.py",
+           (("seed = p.seed if p.seed is not None else int(np.random.SeedSequence().entropy % 2**63)",
+             "seed = int(np.random.SeedSequence().entropy % 2**63)"),),
+           ("tests/test_engine.py::test_a_seeded_sampled_request_is_the_same_alone_and_under_load",
+            "tests/test_serve.py::test_a_seed_gives_its_text_and_each_of_n_choices_its_own")),
 ]
 
 

@@ -52,7 +52,10 @@ def served(exported) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def reference(exported):
     with Engine(exported[0], slots=1, threads=1) as e:
-        yield lambda prompt, n: e.generate([prompt], GenerationParams(max_tokens=n, temperature=0))[0]
+        def text(prompt: str, n: int, **sampling) -> str:  # greedy unless told otherwise
+            return e.generate([prompt], GenerationParams(max_tokens=n, **{"temperature": 0, **sampling}))[0]
+
+        yield text
 
 
 def client(url: str, key: str = KEY) -> openai.OpenAI:
@@ -76,6 +79,21 @@ def test_the_openai_client_completes_and_streams_the_engines_text(served, refere
     stopped = c.completions.create(model="model", prompt="ROMEO:", max_tokens=80, temperature=0, stop=["fox"])
     assert stopped.choices[0].finish_reason == "stop" and "fox" not in stopped.choices[0].text
     assert reference("ROMEO:", 80).startswith(stopped.choices[0].text + "fox")
+
+
+def test_a_seed_gives_its_text_and_each_of_n_choices_its_own(served, reference):
+    """Choice j of a seeded request samples with seed + j: its two choices first differ (so the near-certain
+    fixture really samples at these settings), then the same request gives the same texts, the engine's."""
+    sampled = {"temperature": 1.5, "top_k": 12, "top_p": 0.98}
+
+    def texts(seed: int) -> list[str]:
+        done = client(served).completions.create(model="model", prompt="ROMEO:", max_tokens=90, n=2, seed=seed,
+                                                 temperature=1.5, top_p=0.98, extra_body={"top_k": 12})
+        return [ch.text for ch in done.choices]
+
+    first = texts(42)
+    assert first[0] != first[1]
+    assert texts(42) == first == [reference("ROMEO:", 90, seed=seed, **sampled) for seed in (42, 43)]
 
 
 def test_the_v1_routes_need_the_key(served):
