@@ -239,7 +239,8 @@ def real_model(shakespeare_ckpt, shakespeare_slice, tmp_path_factory):
     from gpt.drafters import open_drafter
 
     out = tmp_path_factory.mktemp("spec") / "model.onnx"
-    r = run_module("export.onnx", "--ckpt", str(shakespeare_ckpt), "--out", str(out), "--threads", "1")
+    r = run_module("export.onnx", "--ckpt", str(shakespeare_ckpt), "--out", str(out), "--threads", "1",
+                   "--quantize", "int8")  # model.int8.onnx: a slightly different model, to draft with
     assert r.returncode == 0, r.stderr
     model = open_onnx(out, threads=1)
     return model, open_drafter("ngram", model, ngram_text=shakespeare_slice, say=lambda _: None)
@@ -312,3 +313,46 @@ def test_the_server_speculates_shows_it_in_metrics_and_refuses_a_bad_draft_token
                 assert accepted > 10
     assert texts[()] == list(texts.values())[1]
     assert len(set(texts[()])) == 2 and all(len(t) == 60 for t in texts[()])
+
+
+@pytest.mark.parametrize("params", [SamplingParams(temperature=0), SamplingParams(0.8, seed=5)],
+                         ids=["greedy", "T=0.8"])
+def test_a_draft_model_drafts_and_the_text_stays_plain_decodings(real_model, params):
+    """The int8 copy of the model drafts for it (same vocabulary and block size, slightly different logits): the
+    text is plain decoding's past block_size, most drafts are kept, some are not."""
+    from gpt.drafters import open_drafter
+    from gpt.tokenizer import CharTokenizer
+
+    model, _ = real_model
+    drafter = open_drafter(str(model.path.with_name("model.int8.onnx")), model, threads=1)
+    ids = CharTokenizer(model.vocab).encode("ROMEO:\n")
+    plain = generate(model, ids, 120, Sampler(params))[0].tolist()
+    stats = SpeculativeStats()
+    assert generate_speculative(model, ids, 120, params, drafter, 4, stats=stats) == plain
+    assert sum(stats.accepted) > 0.5 * sum(stats.proposed) and stats.runs < 120
+
+
+def test_sample_cli_speculates_prints_the_same_text_and_shows_what_was_accepted(real_model, shakespeare_slice):
+    from conftest import run_module
+
+    model, _ = real_model
+    common = ("--backend", "onnxruntime", "--onnx", str(model.path), "--prompt", "ROMEO:", "--max-new-tokens", "200",
+              "--temperature", "0.8", "--seed", "3", "--threads", "1")
+    plain = run_module("gpt.sample", *common)
+    spec = run_module("gpt.sample", *common, "--speculative", "ngram", "--ngram-text", str(shakespeare_slice),
+                      "--stats", "--show-accepted")
+    assert plain.returncode == 0 and spec.returncode == 0, spec.stderr
+    green, reset = "\x1b[32m", "\x1b[0m"
+    assert green in spec.stdout
+    assert spec.stdout.replace(green, "").replace(reset, "") == plain.stdout
+    assert "characters per run" in spec.stderr and "runs by drafts accepted: 0:" in spec.stderr
+
+
+def test_gpt_load_speculates(real_model, shakespeare_slice):
+    import gpt
+
+    model, _ = real_model
+    fast = gpt.load(model.path, speculative="ngram", ngram_text=shakespeare_slice, threads=1)
+    plain = gpt.load(model.path, threads=1)
+    assert fast.generate("the ", 100, temperature=0.7, seed=2) == plain.generate("the ", 100, temperature=0.7, seed=2)
+    assert fast.stats.runs < 100
