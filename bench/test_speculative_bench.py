@@ -1,0 +1,34 @@
+"""The speculative-decoding benchmark (bench/speculative.py): batch 1 plain vs speculative (greedy, T = 0.8)
+beside onnxruntime-genai's loop and its n-gram speculation, then the engine at 1, 4, 16 streams with and without.
+Drafts only pay on a trained model (random weights accept nothing), so `make bench` runs it on the demo model,
+`out/model.onnx` (skipped, saying why, when `make demo` has not made one), into
+bench/results/DATE-speculative-cpu.{md,json}; the smoke run checks the command on the tiny random file."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+
+from bench import common, speculative
+from bench.serving import ROOT
+
+
+def test_speculative(artifacts, threads, pytestconfig, tmp_path, capsys):
+    smoke = pytestconfig.getoption("--bench-smoke")
+    if smoke:
+        onnx, out = artifacts(common.SMOKE_PRESET).onnx["fp32"], tmp_path / "speculative"
+        args = ["--tokens", "20", "--rounds", "1", "--prompts", "1", "--streams", "1", "--engine-tokens", "8"]
+    else:
+        onnx = ROOT / "out" / "model.onnx"
+        if not onnx.is_file():
+            pytest.skip(f"speculation needs a trained model and {onnx} does not exist: run `make demo` first")
+        out = ROOT / "bench" / "results" / f"{datetime.date.today()}-speculative-cpu"
+        args = []
+    assert speculative.main(["--onnx", str(onnx), "--threads", str(threads), "--out", str(out), *args]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    configs = {(r["section"], r["config"]) for r in report["rows"]}
+    assert ("batch 1", "plain") in configs and ("batch 1", "speculative ngram") in configs
+    assert ("engine", "1 streams") in configs and report["machine"] and report["command"]
+    assert "speculative ngram" in capsys.readouterr().out
