@@ -10,7 +10,9 @@ prompt + max_tokens fits block_size (onnxruntime-genai slides no window). Per co
 tok/s, time to first token and inter-token latency p50/p99, requests completed and failed. Then, at 16
 streams, the same with one extra client sending block_size prompts all along (`long prompts`): once with
 whole-prompt prefill and once with --prefill-chunk. Writes NAME.md (the table), NAME.json and NAME.png
-(throughput and p99 latencies against concurrency).
+(throughput and p99 latencies against concurrency). onnxruntime-genai's rows need the package and the
+genai_config.json that `export.onnx --genai` writes beside the file; without them they are skipped, said so
+before anything is measured, and the other rows are written.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 from bench.common import cpu_model
 from bench.engines import run_ours
 from bench.load import LoadResult, run_load, stream_one
+from export.genai import CONFIG as GENAI_CONFIG
 from gpt.decoders.ort_session import default_threads, open_session
 from gpt.errors import ArgumentParser, GPTError, run_cli
 from gpt.tokenizer import CharTokenizer
@@ -47,7 +50,8 @@ def build_parser() -> ArgumentParser:
 
     p = ArgumentParser(prog="python -m bench.serving", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--onnx", type=Path, required=True, help="gqa file exported with --genai")
+    p.add_argument("--onnx", type=Path, required=True,
+                   help="gqa file (exported with --genai for onnxruntime-genai's rows; without, they are skipped)")
     p.add_argument("--concurrency", default="1,4,16,64", help="comma-separated client counts (default 1,4,16,64)")
     p.add_argument("--slots", type=int, default=16, help="server --slots (default 16)")
     p.add_argument("--max-tokens", type=int, default=100, help="new tokens per request (default 100)")
@@ -58,6 +62,18 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--data", type=Path, default=ROOT / "data" / "tinyshakespeare" / "input.txt")
     p.add_argument("--out", type=Path, default=None, help="write OUT.md, OUT.json, OUT.png")
     return p
+
+
+def genai_missing(onnx: Path) -> str | None:
+    """Why onnxruntime-genai's Engine cannot run `onnx` (None when it can)."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime_genai") is None:
+        return "onnxruntime-genai is not installed (pip install -e '.[genai]')"
+    if not (onnx.parent / GENAI_CONFIG).is_file():
+        return (f"{onnx.parent / GENAI_CONFIG} is missing (export with `python -m export.onnx --ckpt CKPT --genai` "
+                "to write it)")
+    return None
 
 
 def val_prompts(path: Path, vocab: list[str], length: int, count: int, seed: int = 0) -> list[str]:
@@ -157,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise GPTError(f"--concurrency must be positive integers, got {args.concurrency!r}")
     threads = args.threads or default_threads()
     _, meta = open_session(args.onnx, threads=1)
+    skipped = {} if args.no_genai else {"onnxruntime-genai Engine": genai_missing(args.onnx)}
+    skipped = {name: why for name, why in skipped.items() if why}
+    for name, why in skipped.items():
+        print(f"bench.serving: skipping {name}: {why}; --no-genai skips it without this note", file=sys.stderr)
     prompt_len = meta.block_size - args.max_tokens
     if prompt_len < 1:
         raise GPTError(f"--max-tokens {args.max_tokens} leaves no room for a prompt in block_size {meta.block_size}")
@@ -164,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     long_prompt = val_prompts(args.data, meta.vocab, meta.block_size, 1, seed=1)[0]
     body = {"model": args.onnx.stem, "max_tokens": args.max_tokens, "temperature": TEMPERATURE}
     report: dict = {"cpu": cpu_model(), "file": str(args.onnx), "slots": args.slots, "threads": threads,
-                    "max_tokens": args.max_tokens, "prompt_len": prompt_len, "rows": []}
+                    "max_tokens": args.max_tokens, "prompt_len": prompt_len, "rows": [], "skipped": skipped}
     print(f"{args.onnx} on {report['cpu']}, {threads} thread(s), {args.slots} slots, prompts {prompt_len} + "
           f"{args.max_tokens} new tokens", file=sys.stderr)
     report["sample_batch1_tok_s"] = sample_baseline(args.onnx, args.max_tokens, threads, prompts[0])
@@ -191,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           threads, args.slots)
         report["rows"].append({"server": "gpt.engine in-process", **result.row()})
         print(json.dumps(report["rows"][-1]), file=sys.stderr)
-    if not args.no_genai:
+    if not args.no_genai and not skipped:
         from bench.engines import run_genai
 
         ids = [CharTokenizer(meta.vocab).encode(p) for p in prompts]
@@ -228,6 +248,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['server']} | {r['concurrency']} | {r['completed']} / {r['failed']} | "
                      f"{r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / base:.2f} | {r['ttft_p50_ms']:.1f} / "
                      f"{r['ttft_p99_ms']:.1f} | {r['itl_p50_ms']:.2f} / {r['itl_p99_ms']:.2f} |")
+    lines += [f"\n{name}: not run: {why}" for name, why in report.get("skipped", {}).items()]
     return "\n".join(lines) + "\n"
 
 

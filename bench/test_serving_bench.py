@@ -8,13 +8,14 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from bench import serving
+from bench import common, serving
 from bench.results_files import command_line, stamp
 
 
@@ -42,6 +43,30 @@ def test_serving(preset, artifacts, threads, pytestconfig, capsys, tmp_path):
         command = os.environ.get("BENCH_COMMAND", "make bench")
         command += f" (bench/test_serving_bench.py: {command_line('python -m bench.serving', args)})"
         out.with_suffix(".json").write_text(json.dumps(stamp(report, command), indent=1))
+
+
+def test_serving_a_file_without_genai_config_skips_that_row_says_why_first_and_writes_the_rest(
+        artifacts, threads, pytestconfig, tmp_path):
+    """`python -m bench.serving --onnx out/model.onnx` after `make demo` (an export without --genai): the line
+    saying why onnxruntime-genai's rows are skipped comes before any measurement, every other row is written,
+    exit 0 (it ran the server rows, then died in genai's loader and wrote nothing)."""
+    if not pytestconfig.getoption("--bench-smoke"):
+        pytest.skip("a check of the command, not a benchmark: the smoke run has it")
+    onnx = tmp_path / "model.onnx"
+    shutil.copy(artifacts(common.SMOKE_PRESET).onnx["fp32"], onnx)
+    out = tmp_path / "report"
+    r = subprocess.run([sys.executable, "-m", "bench.serving", "--onnx", str(onnx), "--threads", str(threads),
+                        "--concurrency", "1", "--max-tokens", "8", "--requests-per-client", "1", "--out", str(out)],
+                       cwd=serving.ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    why = f"{tmp_path / 'genai_config.json'} is missing (export with `python -m export.onnx --ckpt CKPT --genai`"
+    skip_line, *after = [line for line in r.stderr.splitlines() if "skipping" in line or "batch 1:" in line]
+    assert skip_line.startswith("bench.serving: skipping onnxruntime-genai Engine: " + why), r.stderr
+    assert after and after[0].startswith("gpt.sample batch 1:")  # said before the first measurement
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert [row["server"] for row in report["rows"]] == ["gpt.serve", "gpt.engine in-process"]
+    assert report["skipped"] == {"onnxruntime-genai Engine": why + " to write it)"}
+    assert out.with_suffix(".md").read_text() in r.stdout and f"not run: {why}" in r.stdout
 
 
 def test_cluster(preset, artifacts, pytestconfig, tmp_path):
