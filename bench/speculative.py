@@ -35,6 +35,7 @@ from gpt.speculative import DEFAULT_DRAFT_TOKENS, SpeculativeStats, generate_spe
 from gpt.tokenizer import CharTokenizer
 
 TEMPERATURES = (0.0, 0.8)
+GENAI_PROMPT = 16  # characters of prompt in the rows beside onnxruntime-genai, so it writes block_size - 16
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,7 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict] = []
     drafters = open_drafters(args, model)
     runners = our_runners(model, drafters, args.tokens, args.draft_tokens)
-    genai_tokens = model.block_size - prompt_len  # genai slides no window: its runs stop at block_size
+    short = [ids[:GENAI_PROMPT] for ids in prompts]
+    genai_tokens = model.block_size - GENAI_PROMPT  # genai slides no window: its runs stop at block_size
     genai = [] if args.no_genai else genai_runners(args.onnx, args.threads, genai_tokens, args.draft_tokens)
     for temperature in TEMPERATURES:
         rates = time_batch1(runners, prompts, args.rounds, temperature)
@@ -196,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 row["accepted_share"] = sum(r.stats.accepted) / max(sum(r.stats.proposed), 1)
             rows.append(row)
         if genai:  # at genai's length, ours beside it in the same rounds
-            rates = time_batch1(our_runners(model, drafters, genai_tokens, args.draft_tokens) + genai, prompts,
+            rates = time_batch1(our_runners(model, drafters, genai_tokens, args.draft_tokens) + genai, short,
                                 args.rounds, temperature)
             for name, values in rates.items():
                 rows.append({"section": f"batch 1, {genai_tokens} characters (within block_size, as genai runs)",
@@ -235,19 +237,41 @@ def print_rows(rows: list[dict]) -> None:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Speculative decoding, {report['machine']}, {report['date']}", "",
-             f"`{report['command']}`: {report['model']} ({report['n_layer']} layers x {report['n_embd']}, block "
-             f"{report['block_size']}), {report['threads']} onnxruntime thread(s), medians of {report['rounds']} "
-             "rounds, configurations interleaved.", ""]
+    return "\n".join([f"# Speculative decoding, {report['machine']}, {report['date']}", "", f"`{report['command']}`",
+                      "", tables(report)])
+
+
+LABELS = {"config": "", "temperature": "T", "tokens": "characters", "chars_per_s": "characters/s",
+          "vs_plain": "× plain", "chars_per_run": "characters per run", "accepted_share": "drafts kept",
+          "vs_genai_loop": "× genai loop", "plain_chars_per_s": "plain characters/s",
+          "speculative_chars_per_s": "speculative characters/s", "draft_runs": "verify runs",
+          "draft_accepted": "drafts kept"}
+
+
+def tables(report: dict) -> str:
+    """The report's rows as one Markdown table per section (the docs page shows these, bench/tables.py)."""
+    lines = [f"{report['model']} ({report['n_layer']} layers × {report['n_embd']}, block {report['block_size']}), "
+             f"{report['threads']} onnxruntime thread(s), medians of {report['rounds']} rounds, configurations "
+             "interleaved; every speculative text checked equal to plain decoding's.", ""]
     for section in dict.fromkeys(r["section"] for r in report["rows"]):
         rows = [r for r in report["rows"] if r["section"] == section]
         keys = [k for k in rows[0] if k != "section"]
-        lines += [f"## {section}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += [f"**{section}**", "", "| " + " | ".join(LABELS.get(k, k) for k in keys) + " |",
+                  "|" + "---|" * len(keys)]
         for r in rows:
-            lines.append("| " + " | ".join(f"{r.get(k):,.2f}" if isinstance(r.get(k), float) else str(r.get(k, ""))
-                                           for k in keys) + " |")
+            lines.append("| " + " | ".join(fmt(k, r.get(k)) for k in keys) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def fmt(key: str, value) -> str:
+    if not isinstance(value, float):
+        return "" if value is None else str(value)
+    if key.startswith("vs_"):
+        return f"**{value:.2f}×**"
+    if key == "accepted_share":
+        return f"{value:.0%}"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
 
 
 if __name__ == "__main__":

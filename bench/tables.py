@@ -97,6 +97,13 @@ def cluster(files: dict[str, ResultFile], link: Link, name: str) -> str:
     return markdown(f.data).strip() + "\n\n" + source(f, link)
 
 
+def speculative(files: dict[str, ResultFile], link: Link, name: str) -> str:
+    from bench.speculative import tables
+
+    f = need(files, name)
+    return tables(f.data).strip() + "\n\n" + source(f, link)
+
+
 def recipes(files: dict[str, ResultFile], link: Link, name: str) -> str:
     f = need(files, name)
     lines = ["| variant | gpt.train options | val loss (full pass) | iterations | wall |", "|---|---|---:|---:|---:|"]
@@ -197,7 +204,7 @@ def headline(files: dict[str, ResultFile], link: Link) -> str:
 
 TABLES: dict[str, Callable[..., str]] = {
     "figures": figures, "decode": decode, "report": bench_report, "serving": serving, "cluster": cluster,
-    "recipes": recipes, "attention": attention, "headline": headline,
+    "recipes": recipes, "attention": attention, "headline": headline, "speculative": speculative,
 }
 
 
