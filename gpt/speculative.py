@@ -23,6 +23,7 @@ re-prefill them): drafts never run past block_size, so every position sees the w
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -84,6 +85,36 @@ class SpeculativeStats:
                 f"run; drafts accepted {acc} of {prop} ({acc / max(prop, 1):.0%}); runs by drafts accepted: {bars}")
 
 
+class Pacer:
+    """Drafts only while drafting pays on this machine and this text: it times every round (draft, verify run,
+    accept) per character kept, with drafts and without (a round whose drafter was unsure, or a probe), and
+    drafts nothing while a plain round is the cheaper per character. Every PROBE-th round tries the other way,
+    so it follows the text as it changes. What a verify run of k tokens costs beside a step differs between CPUs
+    (1.16x to 1.9x for k = 4 on the machines measured): no fixed threshold would suit them all."""
+
+    PROBE = 16
+    WEIGHT = 0.2  # of the newest round in each moving average
+
+    def __init__(self, adaptive: bool = True) -> None:
+        self.adaptive, self.rounds = adaptive, 0
+        self.cost: dict[bool, float] = {}  # drafted -> seconds per character kept, moving average
+
+    def drafts(self, room: int) -> int:
+        """How many drafts to ask for this round: `room` or 0 (always `room` when not adaptive)."""
+        self.rounds += 1
+        if room == 0 or not self.adaptive:
+            return room
+        speculate = self.cost.get(True, 0.0) <= self.cost.get(False, float("inf"))
+        if self.rounds % self.PROBE == 0:
+            speculate = not speculate
+        return room if speculate else 0
+
+    def record(self, drafted: bool, kept: int, seconds: float) -> None:
+        per_char = seconds / kept
+        old = self.cost.get(drafted)
+        self.cost[drafted] = per_char if old is None else old + self.WEIGHT * (per_char - old)
+
+
 class Uniforms:
     """The request's draws in [0, 1), one per token in order (none for greedy), as `gpt.sampler.Sampler` and
     the engine spend them: drafters may peek ahead; only what is kept is taken."""
@@ -124,9 +155,10 @@ def accept_drafts(rows: np.ndarray, draft: Sequence[int], params: SamplingParams
 def generate_speculative(model: Verifier, prompt_ids: list[int], max_new_tokens: int, params: SamplingParams,
                          drafter: Drafter, draft_tokens: int = DEFAULT_DRAFT_TOKENS,
                          on_token: Callable[[int, bool], None] | None = None,
-                         stats: SpeculativeStats | None = None) -> list[int]:
+                         stats: SpeculativeStats | None = None, pacer: Pacer | None = None) -> list[int]:
     """Decode one continuation of the prompt with drafts: the ids plain decoding (`gpt.generate` with
-    `Sampler(params)`) writes. `on_token(id, drafted)` sees each id as it is kept (`drafted`: an accepted draft)."""
+    `Sampler(params)`) writes. `on_token(id, drafted)` sees each id as it is kept (`drafted`: an accepted draft);
+    `pacer` decides when to draft (default: `Pacer()`, only while it pays)."""
     block = model.block_size
     check_draft_tokens(draft_tokens, block)
     if not 0 <= max_new_tokens <= MAX_NEW_TOKENS:
@@ -134,6 +166,7 @@ def generate_speculative(model: Verifier, prompt_ids: list[int], max_new_tokens:
     if not prompt_ids:
         raise GPTError("the prompt must hold at least one token")
     uniforms = Uniforms(np.random.default_rng(params.seed), params.temperature == 0)
+    pacer = pacer or Pacer()
     history = list(prompt_ids)
     window = list(prompt_ids[-block:])
     out: list[int] = []
@@ -149,11 +182,13 @@ def generate_speculative(model: Verifier, prompt_ids: list[int], max_new_tokens:
         start = len(window) - 1  # the position of `token`: the cache holds every position before it
         if len(window) > block:
             window, start = window[-(block // 2):], 0
-        room = min(draft_tokens, block - len(window), max_new_tokens - len(out) - 1)
+        began = time.perf_counter()
+        room = pacer.drafts(min(draft_tokens, block - len(window), max_new_tokens - len(out) - 1))
         draft = drafter.propose(history, room, params, uniforms.peek(room)) if room > 0 else []
         rows = model.run(window[start:] + draft, start)[-(len(draft) + 1):]
         n, token = accept_drafts(rows, draft, params, uniforms.peek(len(draft) + 1))
         uniforms.take(n + 1)
+        pacer.record(bool(draft), n + 1, time.perf_counter() - began)
         if stats is not None:
             stats.record(len(draft), n)
         for t in draft[:n]:

@@ -13,7 +13,7 @@ from conftest import PERIODIC_TEXT
 from gpt.generate import generate
 from gpt.ngram import NgramDrafter, NgramIndex, self_match, suffix_array
 from gpt.sampler import Sampler, SamplingParams, filter_logits, softmax
-from gpt.speculative import SpeculativeStats, generate_speculative, model_tokens
+from gpt.speculative import Pacer, SpeculativeStats, generate_speculative, model_tokens
 
 
 class TableModel:
@@ -111,8 +111,9 @@ def test_the_text_is_plain_decodings_past_block_size(params):
         for drafter in (OracleDrafter(model), FixedDrafter(), CoupledDrafter()):
             for k in (1, 3, 8):
                 stats = SpeculativeStats()
-                got = generate_speculative(model, prompt, 70, params, drafter, k, stats=stats)
+                got = generate_speculative(model, prompt, 70, params, drafter, k, stats=stats, pacer=Pacer(False))
                 assert got == plain, (seed, type(drafter).__name__, k)
+                assert generate_speculative(model, prompt, 70, params, drafter, k) == plain  # drafting at times
                 if isinstance(drafter, OracleDrafter) and params.temperature == 0:
                     assert stats.runs < 60  # its drafts were kept: fewer runs than characters
 
@@ -135,7 +136,8 @@ def chi_square(model, prompt, n, params, drafter, draws: int) -> float:
     counts: dict[tuple, int] = {}
     for seed in range(draws):
         got = tuple(generate_speculative(model, prompt, n, SamplingParams(params.temperature, params.top_k,
-                                                                            params.top_p, seed), drafter, 3))
+                                                                            params.top_p, seed), drafter, 3,
+                                         pacer=Pacer(False)))
         counts[got] = counts.get(got, 0) + 1
     assert set(counts) <= set(exact)  # nothing the model could not have sampled
     return sum((counts.get(s, 0) - draws * p) ** 2 / (draws * p) for s, p in exact.items())
@@ -260,7 +262,8 @@ def test_the_exported_model_writes_plain_decodings_text_with_ngram_drafts(real_m
         ids = tok.encode(prompt)
         plain = generate(model, ids, 150, Sampler(params))[0].tolist()
         stats = SpeculativeStats()
-        assert generate_speculative(model, ids, 150, params, drafter, 4, stats=stats) == plain, prompt
+        assert generate_speculative(model, ids, 150, params, drafter, 4, stats=stats, pacer=Pacer(False)) == plain
+        assert generate_speculative(model, ids, 150, params, drafter, 4) == plain, prompt  # drafting while it pays
         kept += sum(stats.accepted)
     assert kept > 30  # the drafts did something
 
@@ -276,7 +279,7 @@ def test_the_engine_speculating_writes_the_text_it_writes_without(real_model, sh
                                                                                       seed=5)):
         with Engine(model.path, slots=8, threads=1) as plain:
             want = plain.generate(prompts, params)
-        with Engine(model.path, slots=8, threads=1, speculative="ngram", speculate_rows=2,
+        with Engine(model.path, slots=8, threads=1, speculative="ngram", speculate_rows=2, adaptive=False,
                     ngram_text=shakespeare_slice) as engine:
             alone = [engine.generate([p], params)[0] for p in prompts]
             assert engine.stats()["draft_accepted"] > 20
@@ -308,9 +311,10 @@ def test_the_server_speculates_shows_it_in_metrics_and_refuses_a_bad_draft_token
                 off = httpx.post(f"{url}/v1/completions", json={**bodies[1], "draft_tokens": 0}, timeout=30)
                 assert off.json()["choices"][0]["text"] == texts[args][1]
                 metrics = httpx.get(f"{url}/metrics", timeout=10).text
-                accepted = next(float(line.split()[-1]) for line in metrics.splitlines()
-                                if line.startswith("gpt_draft_accepted "))
-                assert accepted > 10
+                counted = {line.split()[0]: float(line.split()[-1]) for line in metrics.splitlines()
+                           if line.startswith("gpt_draft_")}
+                assert counted["gpt_draft_runs"] > 0 and counted["gpt_draft_proposed"] > 0
+                assert counted["gpt_draft_accepted"] <= counted["gpt_draft_proposed"]
     assert texts[()] == list(texts.values())[1]
     assert len(set(texts[()])) == 2 and all(len(t) == 60 for t in texts[()])
 
@@ -328,7 +332,7 @@ def test_a_draft_model_drafts_and_the_text_stays_plain_decodings(real_model, par
     ids = CharTokenizer(model.vocab).encode("ROMEO:\n")
     plain = generate(model, ids, 120, Sampler(params))[0].tolist()
     stats = SpeculativeStats()
-    assert generate_speculative(model, ids, 120, params, drafter, 4, stats=stats) == plain
+    assert generate_speculative(model, ids, 120, params, drafter, 4, stats=stats, pacer=Pacer(False)) == plain
     assert sum(stats.accepted) > 0.5 * sum(stats.proposed) and stats.runs < 120
 
 
@@ -343,7 +347,8 @@ def test_sample_cli_speculates_prints_the_same_text_and_shows_what_was_accepted(
                       "--stats", "--show-accepted")
     assert plain.returncode == 0 and spec.returncode == 0, spec.stderr
     green, reset = "\x1b[32m", "\x1b[0m"
-    assert green in spec.stdout
+    kept = int(spec.stderr.split("drafts accepted ")[1].split()[0])
+    assert (green in spec.stdout) == (kept > 0)  # drafting stops where it does not pay: it may not have started
     assert spec.stdout.replace(green, "").replace(reset, "") == plain.stdout
     assert "characters per run" in spec.stderr and "runs by drafts accepted: 0:" in spec.stderr
 
@@ -355,4 +360,4 @@ def test_gpt_load_speculates(real_model, shakespeare_slice):
     fast = gpt.load(model.path, speculative="ngram", ngram_text=shakespeare_slice, threads=1)
     plain = gpt.load(model.path, threads=1)
     assert fast.generate("the ", 100, temperature=0.7, seed=2) == plain.generate("the ", 100, temperature=0.7, seed=2)
-    assert fast.stats.runs < 100
+    assert sum(fast.stats.proposed) > 0

@@ -37,14 +37,14 @@ from gpt.engine.runner import SlotRunner
 from gpt.errors import GPTError
 from gpt.generate import encode_prompt
 from gpt.sampler import SamplingParams, sample_tokens
-from gpt.speculative import DEFAULT_DRAFT_TOKENS, Drafter, Uniforms, accept_drafts, check_draft_tokens
+from gpt.speculative import DEFAULT_DRAFT_TOKENS, Drafter, Pacer, Uniforms, accept_drafts, check_draft_tokens
 from gpt.tokenizer import CharTokenizer
 
 log = logging.getLogger("gpt.engine")
 
 DEFAULT_SLOTS = 16  # 2-core AMD EPYC, cpu shape: 16 rows give 3.4-3.75x the tok/s of 1 (README, Serving)
 DEFAULT_MAX_QUEUE = 256
-DEFAULT_SPECULATE_ROWS = 2  # measured: docs/speculative.md (the engine)
+DEFAULT_SPECULATE_ROWS = 1  # two rows verified one by one lost to one batched step (docs/speculative.md)
 
 
 class QueueFull(GPTError):
@@ -61,6 +61,7 @@ class _Slot:
     window: list[int]  # the ids of the current window: its first `cached` are in this slot's cache rows
     sampling: SamplingParams
     uniforms: Uniforms  # the request's draws, one per token
+    pacer: Pacer  # whether drafting pays for this request (gpt.speculative.Pacer)
     draft_tokens: int = 0
     cached: int = 0
     generated: int = 0
@@ -78,10 +79,11 @@ class Engine:
     def __init__(self, path: Path | str, slots: int = DEFAULT_SLOTS, threads: int | None = None,
                  max_queue: int = DEFAULT_MAX_QUEUE, prefill_chunk: int = 0, speculative: str | None = None,
                  draft_tokens: int = DEFAULT_DRAFT_TOKENS, speculate_rows: int = DEFAULT_SPECULATE_ROWS,
-                 drafter: Drafter | None = None, **drafter_options):
+                 drafter: Drafter | None = None, adaptive: bool = True, **drafter_options):
         """`speculative`: `ngram` or a draft model's .onnx file (`gpt.drafters.open_drafter`, with
         `drafter_options`), or pass a `drafter`; `draft_tokens` per verify run (a request may ask for fewer,
-        or 0); rows verify their drafts while at most `speculate_rows` decode."""
+        or 0); rows verify their drafts while at most `speculate_rows` decode, and each while drafting pays for it
+        (`adaptive`, `gpt.speculative.Pacer`)."""
         if max_queue < 0:
             raise GPTError(f"--max-queue must be >= 0, got {max_queue}")
         if prefill_chunk < 0:
@@ -95,6 +97,7 @@ class Engine:
             check_draft_tokens(draft_tokens, self.runner.block_size)
             drafter = open_drafter(speculative, self.runner, threads, **drafter_options)
         self.drafter, self.draft_tokens, self.speculate_rows = drafter, draft_tokens if drafter else 0, speculate_rows
+        self.adaptive = adaptive
         self.drafts = {"runs": 0, "proposed": 0, "accepted": 0}  # speculative verify runs (for /metrics)
         self.tokenizer = CharTokenizer(self.runner.vocab)
         self.block_size, self.slots, self.max_queue = self.runner.block_size, slots, max_queue
@@ -243,7 +246,7 @@ class Engine:
             drafts = self.draft_tokens if p.draft_tokens is None else p.draft_tokens
             self._slots[self._slots.index(None)] = _Slot(
                 r, list(r.prompt_ids), p.sampling(seed), Uniforms(np.random.default_rng(seed), p.temperature == 0),
-                draft_tokens=drafts, history=list(r.prompt_ids), text=StopText(p.stop))
+                Pacer(self.adaptive), draft_tokens=drafts, history=list(r.prompt_ids), text=StopText(p.stop))
 
     def _ending_event(self, r: Request) -> Event:
         if r.cancelled:
@@ -275,10 +278,16 @@ class Engine:
 
     def _decode(self) -> None:
         ready = [i for i, s in enumerate(self._slots) if s is not None and s.unfed == 1]
-        speculating = [i for i in ready if self._slots[i].draft_tokens] if len(ready) <= self.speculate_rows else []
+        few = len(ready) <= self.speculate_rows
+        speculating = [i for i in ready if few and self._slots[i].draft_tokens and self._slots[i].pacer.drafts(1)]
         rows = [i for i in ready if i not in speculating]
         if rows:  # first: the batched step writes a throwaway entry where a speculating row writes next
+            began = time.perf_counter()
             self._decode_rows(rows)
+            if few:  # what a plain character costs these rows, for their pacers
+                for i in rows:
+                    if self._slots[i] is not None:
+                        self._slots[i].pacer.record(False, 1, (time.perf_counter() - began) / len(rows))
         for i in speculating:
             self._speculate(i)
 
@@ -304,7 +313,7 @@ class Engine:
 
     def _speculate(self, i: int) -> None:
         """One verify run for row i: its unfed token and up to draft_tokens drafts, in its own cache row."""
-        slot = self._slots[i]
+        slot, began = self._slots[i], time.perf_counter()
         k = min(slot.draft_tokens, self.block_size - len(slot.window),
                 slot.request.params.max_tokens - slot.generated - 1)
         try:
@@ -319,6 +328,7 @@ class Engine:
         self.drafts["runs"] += 1
         self.drafts["proposed"] += len(draft)
         self.drafts["accepted"] += n
+        slot.pacer.record(bool(draft), n + 1, time.perf_counter() - began)
         slot.cached += 1  # the unfed token is in the cache now, and so is each accepted draft
         for t in draft[:n]:
             if not self._advance_safely(i, t) or self._slots[i] is not slot:
