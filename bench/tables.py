@@ -97,11 +97,12 @@ def cluster(files: dict[str, ResultFile], link: Link, name: str) -> str:
     return markdown(f.data).strip() + "\n\n" + source(f, link)
 
 
-def speculative(files: dict[str, ResultFile], link: Link, name: str) -> str:
+def speculative(files: dict[str, ResultFile], link: Link, name: str, targets: str = "") -> str:
+    """bench.speculative's tables; `targets` (cpu, shakespeare) adds issue 32's targets against the figures."""
     from bench.speculative import tables
 
     f = need(files, name)
-    return tables(f.data).strip() + "\n\n" + source(f, link)
+    return tables(f.data, targets).strip() + "\n\n" + source(f, link)
 
 
 def recipes(files: dict[str, ResultFile], link: Link, name: str) -> str:
