@@ -156,6 +156,12 @@ def _serving_row(f: ResultFile, concurrency: int) -> str:
             f"({r['tokens_per_s'] / f.data['sample_batch1_tok_s']:.2f}× one stream of `gpt.sample`)")
 
 
+def _speculative_row(f: ResultFile) -> str:
+    ratio = {r["temperature"]: r["vs_plain"] for r in f.rows
+             if r["section"] == "batch 1" and r["config"] == "speculative ngram"}
+    return f"{ratio[0.0]:.2f}× plain decoding greedy, {ratio[0.8]:.2f}× at temperature 0.8"
+
+
 def _cluster_row(f: ResultFile) -> str:
     one, ray = f.rows[0], max(f.rows[1:], key=lambda r: r["tokens_per_s"])
     return (f"{report.fmt(ray['tokens_per_s'])} tok/s ({ray['server']}) against {report.fmt(one['tokens_per_s'])} "
@@ -182,7 +188,8 @@ HEADLINE: list[tuple[str, str, Callable[[ResultFile], object]]] = [
     ("`shakespeare` preset on one GPU: best val loss", "hand-recorded/h200-training", lambda f: _figure(f, 0)),
     ("sampling on a CPU, `shakespeare` shape, fp32: onnxruntime (gqa) vs PyTorch", "2026-11-25-amd-epyc",
      lambda f: _decode_row(f, "shakespeare", "ort-fp32", "eager-kv")),
-    ("the same, int4 file", "2026-11-25-amd-epyc", lambda f: _decode_row(f, "shakespeare", "ort-int4", "eager-kv")),
+    ("speculative decoding at batch 1 (`--speculative ngram`), `shakespeare` shape, the same text",
+     "2026-12-02-amd-epyc-speculative-shakespeare", lambda f: _speculative_row(f)),
     ("serving many users, `cpu` shape (`python -m gpt.serve`)", "2026-12-01-amd-epyc-serving-cpu",
      lambda f: _serving_row(f, 16)),
     ("the same server on Ray Serve, 16 streams, one 2-core machine", "2026-12-01-amd-epyc-cluster-cpu", _cluster_row),
