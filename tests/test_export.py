@@ -6,6 +6,7 @@ int4, --genai and --eval; the portable `--attention onnx` layout plain.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -14,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_module
+from conftest import PERIODIC_TEXT, ROOT, run_module
 
 from gpt.checkpoint import load_checkpoint
 from gpt.decoders.ort_decoder import OrtDecoder, open_onnx
@@ -56,7 +57,8 @@ def test_metadata_round_trip(exported, exported_std, tiny_ckpt, layout):
     for path in paths:
         proto = onnx.load(str(path))
         props = {p.key: p.value for p in proto.metadata_props}
-        assert set(props) == set(METADATA_KEYS)
+        assert set(props) == {*METADATA_KEYS, "data_sha256"}  # the training text's, for the ngram drafter's check
+        assert props["data_sha256"] == manifest["data_sha256"] == hashlib.sha256(PERIODIC_TEXT.encode()).hexdigest()
         assert json.loads(props["vocab"]) == manifest["vocab"]
         for key in ("block_size", "n_layer", "n_head", "n_embd"):
             assert int(props[key]) == manifest["model"][key]
