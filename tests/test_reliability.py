@@ -291,6 +291,28 @@ def test_signal_handlers_are_restored_after_training():
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
+def test_a_write_reaches_the_disk_before_its_rename_and_the_rename_after_it(tmp_path, monkeypatch):
+    """What a power cut needs beyond atomicity: the data fsynced before os.replace (or the rename can reach the
+    disk first, naming an empty file), the directory fsynced after it (or the rename itself can be lost)."""
+    import stat
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append("fsync directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append("replace")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(fsutil.os, "fsync", fsync)
+    monkeypatch.setattr(fsutil.os, "replace", replace)
+    fsutil.atomic_write_bytes(tmp_path / "config.json", b"{}")
+    assert events == ["fsync file", "replace", "fsync directory"]
+
+
 @pytest.mark.parametrize("fail_at", ["write", "replace"])
 def test_atomic_write_leaves_the_target_intact_when_the_write_fails(tmp_path, monkeypatch, fail_at):
     """A writer that dies mid-way (a half-written temp file) or an os.replace that raises leaves the old file

@@ -9,9 +9,20 @@ from gpt.config import ModelConfig, TrainConfig
 from gpt.model import GPT
 from gpt.train import build_parser, lr_at
 
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: faster on one thread, and steady on a busy machine
+
 
 def read_log(out):
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def one_torch_thread():
+    """ONE_THREAD for a run in this process."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_training_lowers_the_loss_and_writes_every_artifact(tiny_ckpt, periodic_text_file):
@@ -72,22 +83,25 @@ def test_time_budget_arithmetic():
 
 def test_time_budget_decides_max_iters_once_and_resume_keeps_it(tmp_path, periodic_text_file):
     """The decision (after warm-up + calibration steps) is printed, logged and saved; a resume continues
-    that schedule to its end without measuring again."""
+    that schedule to its end without measuring again, and the learning rate decays over exactly those
+    iterations (the cpu preset's own 2,000 would leave it near its peak at the end)."""
     args = ["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--time-budget", "12s",
             "--eval_interval", "10"]
-    first = run_module("gpt.train", *args, "--stop-after", "26")  # the decision comes after 25 steps
+    first = run_module("gpt.train", *args, "--stop-after", "26", env=ONE_THREAD)  # decided after 25 steps
     assert first.returncode == 0, first.stderr[-2000:]
     decided = [line for line in first.stdout.splitlines() if line.startswith("time budget 12 s: ")]
     assert len(decided) == 1, first.stdout
     n = int(decided[0].split(": ")[1].split()[0].replace(",", ""))
     state = torch.load(tmp_path / "train_state.pt", weights_only=True)
     assert state["time_budget"]["max_iters"] == n == json.loads(state["train_config"])["max_iters"]
+    assert state["time_budget"]["lr_decay_iters"] == n == json.loads(state["train_config"])["lr_decay_iters"]
     assert state["iter"] == 26 < n
-    second = run_module("gpt.train", *args, "--resume")
+    second = run_module("gpt.train", *args, "--resume", env=ONE_THREAD)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "time budget" not in second.stdout
     log = read_log(tmp_path)
     assert log[-1]["iter"] == n and {row["max_iters"] for row in log if row["iter"] >= 26} == {n}
+    assert log[-1]["lr"] == pytest.approx(3e-4)  # TINY's --min_lr, reached at the last iteration
 
 
 def test_an_explicit_max_iters_turns_the_preset_budget_off_and_caps_a_given_one(tmp_path, periodic_text_file,
@@ -100,6 +114,55 @@ def test_an_explicit_max_iters_turns_the_preset_budget_off_and_caps_a_given_one(
     main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--time-budget", "10s",
           "--max_iters", "30", "--eval_interval", "100"])
     assert "time budget 10 s: 30 iterations" in capsys.readouterr().out and read_log(tmp_path)[-1]["iter"] == 30
+
+
+def test_the_budget_takes_the_median_step_so_a_stall_does_not_shrink_the_run():
+    """Five warm-up steps (untimed), then twenty timed ones, two of them stalled 30x: the plan uses 0.1 s."""
+    from gpt.time_budget import CALIBRATION_STEPS, WARMUP_STEPS, BudgetPlanner, plan_iters
+
+    planner = BudgetPlanner(100, started=0.0, eval_interval=10, final_factor=2)
+    planner.observe_eval(2.0)
+    steps = [1.0] * WARMUP_STEPS + [0.1] * (CALIBRATION_STEPS - 2) + [3.0, 3.0]
+    planned = [planner.observe_step(s, i + 1, 10.0, 0.0) for i, s in enumerate(steps)]
+    assert planned[:-1] == [None] * (len(steps) - 1) and planner.step_s == 0.1
+    assert planned[-1] == plan_iters(100, 10.0, 0.1, 2.0, 10, len(steps), 4.0)
+
+
+def test_evaluations_do_not_change_what_training_draws(tmp_path, periodic_text_file, one_torch_thread):
+    """Evaluation draws from RNGs of its own: with dropout on, a run evaluating every 4 iterations ends with
+    the weights, optimizer state, data position and torch RNG of one evaluating only at its start and end."""
+    from gpt.train import main
+
+    ends = []
+    for every in (4, 16):
+        out = tmp_path / f"every-{every}"
+        main(["--data", str(periodic_text_file), "--out-dir", str(out), *TINY, "--dropout", "0.1",
+              "--max_iters", "16", "--eval_interval", str(every)])
+        assert len(read_log(out)) == 1 + 16 // every
+        ends.append(torch.load(out / "train_state.pt", weights_only=True))
+    a, b = ends
+    assert a["ranks"][0]["sampler"] == b["ranks"][0]["sampler"]
+    assert torch.equal(a["ranks"][0]["torch"], b["ranks"][0]["torch"])
+    for name, weight in a["model"].items():
+        assert torch.equal(weight, b["model"][name]), name
+    for part_a, part_b in zip(a["optimizer"], b["optimizer"], strict=True):
+        for i, moments in part_a["state"].items():
+            assert all(torch.equal(v, part_b["state"][i][k]) for k, v in moments.items()), i
+
+
+def test_a_global_batch_the_processes_cannot_share_is_refused(tmp_path, periodic_text_file, monkeypatch):
+    """The global batch is batch_size x gradient_accumulation_steps whatever the number of processes: 3
+    accumulation steps do not split over 2 processes (1 each would train on 2/3 of the batch asked for)."""
+    import gpt.train
+    from gpt.distributed import Dist
+    from gpt.errors import GPTError
+
+    monkeypatch.setattr(gpt.train, "setup_distributed", lambda name: (Dist(0, 0, world=2), torch.device("cpu")))
+    with pytest.raises(GPTError, match=r"--gradient_accumulation_steps \(3\) must be a multiple of the number of "
+                                       r"processes \(2\).*--gradient_accumulation_steps 2$"):
+        gpt.train.main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--max_iters", "2",
+                        "--gradient_accumulation_steps", "3"])
+    assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
 def test_a_five_second_budget_ends_in_four_to_eight_seconds(tmp_path, periodic_text_file, capsys):
