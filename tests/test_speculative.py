@@ -275,8 +275,8 @@ def test_the_engine_speculating_writes_the_text_it_writes_without(real_model, sh
 
     model, _ = real_model
     prompts = ["ROMEO:\n", "First Citizen:\nWe are", "the ", "KING", "O"]
-    for params in (GenerationParams(max_tokens=90, temperature=0), GenerationParams(max_tokens=90, temperature=0.9,
-                                                                                      seed=5)):
+    for params in (GenerationParams(max_tokens=90, temperature=0, timeout=60),
+                   GenerationParams(max_tokens=90, temperature=0.9, seed=5, timeout=60)):  # bounded, whatever breaks
         with Engine(model.path, slots=8, threads=1) as plain:
             want = plain.generate(prompts, params)
         with Engine(model.path, slots=8, threads=1, speculative="ngram", speculate_rows=2, adaptive=False,
