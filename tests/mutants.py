@@ -194,6 +194,9 @@ MUTANTS = [
            (("        if data_sha256 and index.text_sha256 != data_sha256:\n",
              "        if False:\n"),),
            ("tests/test_speculative.py::test_ngram_index_round_trips_and_is_checked",)),
+    Mutant("gpt.serve leaves onnxruntime's workers spinning", "gpt/serve/__main__.py",
+           (("    spin_workers(args.spin)  # the HTTP side and the clients share these cores\n", ""),),
+           ("tests/test_serve.py::test_the_servers_onnxruntime_workers_sleep_between_ops_unless_told_to_spin",)),
 ]
 
 

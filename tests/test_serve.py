@@ -263,6 +263,36 @@ def test_after_sigkill_a_restarted_server_serves_again(exported, reference):
         assert done.choices[0].text == reference("the", 30)
 
 
+@pytest.mark.parametrize("flag, spinning", [((), "0"), (("--spin",), "1")], ids=["default", "--spin"])
+def test_the_servers_onnxruntime_workers_sleep_between_ops_unless_told_to_spin(exported, monkeypatch, flag,
+                                                                              spinning):
+    """Spinning workers took the CPU the server's HTTP side and its clients needed on 2 cores (docs/serving.md):
+    the engine gpt.serve builds has spinning off, unless --spin."""
+    import gpt.engine
+    from gpt.decoders import ort_session
+    from gpt.serve.__main__ import main
+
+    monkeypatch.setattr(ort_session, "_spinning", True)  # the process's policy as it was, after the test
+    real, seen = gpt.engine.Engine, []
+
+    class Built(Exception):
+        pass
+
+    def engine(*args, **kwargs):
+        with real(*args, **kwargs) as e:
+            options = e.runner.session.get_session_options()
+            try:
+                seen.append(options.get_session_config_entry("session.intra_op.allow_spinning"))
+            except RuntimeError:  # not set: onnxruntime's default, spinning
+                seen.append("1")
+        raise Built
+
+    monkeypatch.setattr(gpt.engine, "Engine", engine)
+    with pytest.raises(Built):
+        main(["--onnx", str(exported[0]), "--port", str(free_port()), "--threads", "2", *flag])
+    assert seen == [spinning]
+
+
 def test_a_port_in_use_is_one_line(exported):
     with socket.socket() as busy:
         busy.bind((HOST, 0))

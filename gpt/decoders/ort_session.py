@@ -30,15 +30,29 @@ def default_threads() -> int:
     return max(1, len(cores))
 
 
+_spinning = True  # this process's policy for the sessions it opens: spin_workers
+
+
+def spin_workers(on: bool) -> None:
+    """Whether the sessions this process opens from now on keep their worker threads spinning between ops.
+
+    Spinning is onnxruntime's (and onnxruntime-genai's) default: a decode step is ~70 small ops, and waking
+    sleeping workers for each cost 1.7x on `cpu` and 1.2x on `shakespeare` at batch 1 (2-core AMD EPYC, quiet).
+    Beside other work on the same cores (an HTTP server's event loop, its clients, a proxy) the spinning workers
+    take the CPU that work needs: gpt.serve turns it off unless told `--spin` (docs/serving.md).
+    """
+    global _spinning
+    _spinning = on
+
+
 def session_options(threads: int | None = None) -> ort.SessionOptions:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.intra_op_num_threads = threads or default_threads()
     so.inter_op_num_threads = 1
-    # Worker threads spin between ops (onnxruntime's and onnxruntime-genai's default): a decode step is ~70
-    # small ops, and waking sleeping workers for each cost 1.7x on `cpu` and 1.2x on `shakespeare` (2-core AMD
-    # EPYC, quiet). On a busy machine spinning workers fight other work: `--threads 1` has none.
+    if not _spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3  # errors only: no warnings about unused initializers on stderr
     return so
 

@@ -46,8 +46,10 @@ def serve_here(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise GPTError(f"gpt.serve needs its extra: pip install 'shakespeare-gpt[serve]' ({e.name} is missing)"
                        ) from None
+    from gpt.decoders.ort_session import spin_workers
     from gpt.engine import Engine
 
+    spin_workers(args.spin)  # the HTTP side and the clients share these cores
     engine = Engine(args.onnx, **options.engine_options(args))
     served = settings(args)
     app = create_app(engine, served)

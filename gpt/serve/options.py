@@ -58,6 +58,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                    help="prompt tokens prefilled per engine step while others decode (default: 0 = whole prompt)")
     p.add_argument("--threads", type=int, default=None,
                    help="onnxruntime intra-op threads (default: the cores; with --ray 1 per replica)")
+    p.add_argument("--spin", action="store_true",
+                   help="keep onnxruntime's worker threads spinning between ops (its own default): faster only when "
+                        "nothing else needs the cores, not its clients, nor the server's own HTTP side")
     p.add_argument("--model-name", default=None, help="the model id clients send (default: the file's stem)")
     p.add_argument("--api-key", default=None, help=f"require this Bearer key (default: ${API_KEY_ENV}, or none)")
     p.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens accepted (default: 4096)")
