@@ -21,6 +21,7 @@ from bench.results_files import command_line, stamp
 from gpt.errors import ArgumentParser, GPTError, run_cli
 
 VARIANTS: dict[str, list[str]] = {
+    # the 300 s study of 2026-11-26 (AdamW against Muon at the cpu preset's shape then)
     "adamw (preset before)": ["--optimizer", "adamw"],
     "muon 6e-3": ["--optimizer", "muon", "--muon_lr", "6e-3"],
     "muon 1e-2": ["--optimizer", "muon", "--muon_lr", "1e-2"],
@@ -30,12 +31,23 @@ VARIANTS: dict[str, list[str]] = {
                               "--min_lr", "4e-4"],
     "muon 1e-2, batch 16": ["--optimizer", "muon", "--muon_lr", "1e-2", "--batch_size", "16"],
     "muon 1e-2, 6 x 192": ["--optimizer", "muon", "--muon_lr", "1e-2", "--n_layer", "6"],
+    # the 8-minute study (issue 31): the shape of a step, every option explicit
+    "128 x 32 (preset before)": ["--block_size", "128", "--batch_size", "32"],
+    "256 x 16": ["--block_size", "256", "--batch_size", "16"],
+    "256 x 24": ["--block_size", "256", "--batch_size", "24"],
+    "512 x 8": ["--block_size", "512", "--batch_size", "8"],
+    "256 x 16, wsd": ["--block_size", "256", "--batch_size", "16", "--lr_schedule", "wsd"],
+    "256 x 16, ema 0.99": ["--block_size", "256", "--batch_size", "16", "--ema_decay", "0.99"],
+    "256 x 16, muon 2e-2": ["--block_size", "256", "--batch_size", "16", "--muon_lr", "2e-2"],
+    "256 x 16, muon 5e-3": ["--block_size", "256", "--batch_size", "16", "--muon_lr", "5e-3"],
+    "256 x 16, dropout 0.1": ["--block_size", "256", "--batch_size", "16", "--dropout", "0.1"],
+    "256 x 16, 2 evaluations": ["--block_size", "256", "--batch_size", "16", "--eval_interval", "1000"],
 }
 
 
 def run(name: str, args: list[str], budget: str, data_dir: Path) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
+        start, started_at = time.perf_counter(), time.time()
         proc = subprocess.run([sys.executable, "-m", "gpt.train", "--preset", "cpu", "--time-budget", budget,
                                "--data-dir", str(data_dir), "--out-dir", out, "--no-progress", *args],
                               capture_output=True, text=True)
@@ -44,8 +56,12 @@ def run(name: str, args: list[str], budget: str, data_dir: Path) -> dict:
             return {"variant": name, "args": args, "error": proc.stderr.strip().splitlines()[-1]}
         manifest = json.loads((Path(out) / "config.json").read_text())
         rows = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
+    plan = [line for line in proc.stdout.splitlines() if line.startswith("time budget")]
     return {"variant": name, "args": args, "val_loss": manifest["val_loss"], "best_iter": manifest["iter"],
-            "iters": rows[-1]["max_iters"], "wall_s": round(wall, 1), "first_line": proc.stdout.splitlines()[0]}
+            "iters": rows[-1]["max_iters"], "wall_s": round(wall, 1), "first_line": proc.stdout.splitlines()[0],
+            "plan": plan[0] if plan else None,
+            "curve": [[r["iter"], round(r["train_loss"], 4), round(r["val_loss"], 4), round(r["time"] - started_at, 1)]
+                      for r in rows]}
 
 
 def table_row(r: dict) -> str:

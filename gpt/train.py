@@ -23,6 +23,7 @@ from gpt.checkpoint import load_checkpoint, recover, save_checkpoint
 from gpt.config import ModelConfig, TrainConfig
 from gpt.data import BatchSampler, load_shakespeare, load_text, split
 from gpt.distributed import Dist, StopRequest, gather, setup_distributed, teardown
+from gpt.ema import WeightEMA
 from gpt.errors import GPTError, run_cli
 from gpt.fsutil import check_dir, ensure_dir, fault_spec, remove_stale_temps
 from gpt.losses import estimate_loss, full_loss
@@ -62,11 +63,16 @@ def grad_scaler(dtype: torch.dtype, device: torch.device) -> torch.amp.GradScale
 
 
 def lr_at(it: int, t: TrainConfig) -> float:
-    """Linear warmup, then cosine decay to min_lr at lr_decay_iters (a function of the config, not the run)."""
+    """Linear warmup, then down to min_lr at lr_decay_iters (a function of the config, not the run): along a
+    cosine, or (wsd: warmup-stable-decay) flat at the peak until the last decay_fraction, then a straight line."""
     if it < t.warmup_iters:
         return t.learning_rate * (it + 1) / (t.warmup_iters + 1)
     if it > t.lr_decay_iters:
         return t.min_lr
+    if t.lr_schedule == "wsd":
+        decay_start = t.lr_decay_iters - t.decay_fraction * (t.lr_decay_iters - t.warmup_iters)
+        ratio = max(0.0, (it - decay_start) / max(1.0, t.lr_decay_iters - decay_start))
+        return t.learning_rate - ratio * (t.learning_rate - t.min_lr)
     ratio = (it - t.warmup_iters) / max(1, t.lr_decay_iters - t.warmup_iters)
     return t.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (t.learning_rate - t.min_lr)
 
@@ -103,6 +109,7 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
     if dist.enabled:
         torch.manual_seed(o.seed + dist.rank)  # each rank its own dropout stream (and batches, below)
     optimizer = Optimizers(model, t, fused=device.type == "cuda")
+    ema = WeightEMA(model, t.ema_decay) if t.ema_decay else None
     train_sampler = BatchSampler(train_data, block, t.batch_size, seed=o.seed + dist.rank)
     BatchSampler(val_data, block, t.batch_size, seed=0)  # a too-small val split fails now, not at eval
     start_iter, best_val, log_path, decided, dtype = 0, float("inf"), out_dir / LOG, False, o.dtype
@@ -111,7 +118,7 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
         remove_stale_temps(out_dir, (STATE, LOG, "loss.png"))
     if o.resume:
         start_iter, best_val, notes, t, decided, saved_dtype = resume(
-            out_dir / STATE, model, optimizer, scaler, train_sampler, t, o.seed, data_sha256, dist, device)
+            out_dir / STATE, model, optimizer, scaler, train_sampler, t, o.seed, data_sha256, dist, device, ema)
         dtype = dtype or DTYPES.get(saved_dtype)
         for note in notes:
             say(f"note: {note}")
@@ -145,18 +152,20 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
         if master:
             write_state(out_dir / STATE, it=it, best_val=best_val, model=model, optimizer=optimizer, scaler=scaler,
                         train_cfg=t, seed=o.seed, data_sha256=data_sha256, ranks=ranks,
-                        time_budget=o.time_budget if decided else None, dtype=str(dtype).removeprefix("torch."))
+                        time_budget=o.time_budget if decided else None, dtype=str(dtype).removeprefix("torch."),
+                        ema=ema)
 
     def evaluate(it: int) -> None:
         nonlocal best_val
-        losses = estimate_loss(eval_model, {"train": train_data, "val": val_data}, t, block, device, amp, o.seed)
+        scored = ema.model if ema else eval_model  # the model that is saved is the one scored
+        losses = estimate_loss(scored, {"train": train_data, "val": val_data}, t, block, device, amp, o.seed)
         append_log(log_path, {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"],
                               "lr": lr_at(it, t), "time": time.time(), "max_iters": t.max_iters})
         bar.write(f"iter {it}: train {losses['train']:.4f}, val {losses['val']:.4f}")
         if losses["val"] < best_val:
             best_val = losses["val"]
-            save_checkpoint(out_dir, model, tokenizer, iter=it, val_loss=best_val, val_loss_kind="estimate",
-                            data_sha256=data_sha256)
+            save_checkpoint(out_dir, ema.model if ema else model, tokenizer, iter=it, val_loss=best_val,
+                            val_loss_kind="estimate", data_sha256=data_sha256)
 
     from tqdm import tqdm
 
@@ -196,6 +205,8 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
         check_finite(losses, grad_norm, scaler, it, out_dir)
         optimizer.step(scaler)
         scaler.update()
+        if ema:
+            ema.update(model)
         optimizer.zero_grad()
         if (it + 1) % t.log_interval == 0 and master:
             now = time.perf_counter()

@@ -38,6 +38,7 @@ Several GPUs or nodes: `torchrun --nproc_per_node=N -m gpt.train ... --gradient_
 (K a multiple of the number of processes: the global batch stays batch_size * K sequences).
 """
 
+SCHEDULES = ("cosine", "wsd")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -94,13 +95,17 @@ def validate(t: TrainConfig, args: argparse.Namespace) -> None:
     for name in ("warmup_iters", "lr_decay_iters"):
         if getattr(t, name) < 0:
             raise GPTError(f"--{name} must be >= 0, got {getattr(t, name)}")
+    if t.lr_schedule not in SCHEDULES:
+        raise GPTError(f"--lr_schedule must be one of {', '.join(SCHEDULES)}, got {t.lr_schedule!r}")
+    if not 0 < t.decay_fraction <= 1:
+        raise GPTError(f"--decay_fraction must be in (0, 1], got {t.decay_fraction}")
     if t.optimizer not in OPTIMIZERS:
         raise GPTError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {t.optimizer!r}")
     for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "muon_lr"):
         value = getattr(t, name)
         if not (math.isfinite(value) and value >= 0):
             raise GPTError(f"--{name} must be a finite number >= 0, got {value}")
-    for name in ("beta1", "beta2"):
+    for name in ("beta1", "beta2", "ema_decay"):
         if not 0 <= getattr(t, name) < 1:
             raise GPTError(f"--{name} must be in [0, 1), got {getattr(t, name)}")
     if args.stop_after is not None and args.stop_after < 1:

@@ -16,6 +16,7 @@ import torch
 from gpt.config import ModelConfig, TrainConfig
 from gpt.data import BatchSampler
 from gpt.distributed import Dist
+from gpt.ema import WeightEMA
 from gpt.errors import GPTError
 from gpt.fsutil import atomic_write_bytes, fault_point
 from gpt.model import GPT
@@ -50,7 +51,8 @@ def set_rng_state(state: dict, sampler: BatchSampler, device: torch.device) -> N
 
 
 def write_state(path: Path, *, it: int, best_val: float, model: GPT, optimizer, scaler, train_cfg: TrainConfig,
-                seed: int, data_sha256: str, ranks: list[dict], time_budget: float | None, dtype: str) -> None:
+                seed: int, data_sha256: str, ranks: list[dict], time_budget: float | None, dtype: str,
+                ema: WeightEMA | None = None) -> None:
     """The state as of the start of iteration `it`; `ranks` holds every rank's rng_state; `time_budget` is set
     once a budget has decided train_cfg.max_iters (a resume keeps that decision, and the autocast `dtype`)."""
     state = {
@@ -60,6 +62,7 @@ def write_state(path: Path, *, it: int, best_val: float, model: GPT, optimizer, 
         "data_sha256": data_sha256, "ranks": ranks, "dtype": dtype, "scaler": scaler.state_dict(),  # {} when disabled
         "time_budget": {"seconds": time_budget, "max_iters": train_cfg.max_iters,
                         "lr_decay_iters": train_cfg.lr_decay_iters} if time_budget else {},
+        "ema": ema.state_dict() if ema else {},
     }
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -112,12 +115,17 @@ def changes(state: dict, t: TrainConfig, seed: int, data_sha256: str) -> list[st
 
 
 def resume(path: Path, model: GPT, optimizer, scaler, sampler: BatchSampler, train_cfg: TrainConfig, seed: int,
-           data_sha256: str, dist: Dist, device: torch.device
+           data_sha256: str, dist: Dist, device: torch.device, ema: WeightEMA | None = None
            ) -> tuple[int, float, list[str], TrainConfig, bool, str | None]:
     """Load train_state.pt into the run. Returns the iteration to start at, the best val loss so far, notes to
     print, the train config (with the iteration count a time budget decided, if one did), whether one did and
     the autocast dtype the run trained in (None in states saved before it was recorded)."""
     state = load_state(path, model, optimizer, model.config, device)
+    if ema:
+        if not state.get("ema"):
+            raise GPTError(f"--resume: {path} has no moving average of the weights; resume without --ema_decay "
+                           "(or start the run again with it)")
+        ema.load_state_dict(state["ema"])
     start_iter, best_val = int(state["iter"]), float(state["best_val"])
     decided = state.get("time_budget") or {}
     if decided:

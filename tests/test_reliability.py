@@ -72,6 +72,9 @@ def assert_same_run(a, b):
     for k, v in sa["model"].items():
         assert torch.equal(v, sb["model"][k]), k
     assert len(sa["optimizer"]) == len(sb["optimizer"])  # one state per optimizer (AdamW, or AdamW + Muon)
+    assert sa["ema"].keys() == sb["ema"].keys()  # the weights' moving average, when the run keeps one
+    for k, v in sa["ema"].get("weights", {}).items():
+        assert torch.equal(v, sb["ema"]["weights"][k]), k
     for part_a, part_b in zip(sa["optimizer"], sb["optimizer"], strict=True):
         assert part_a["state"].keys() == part_b["state"].keys()
         for i, s in part_a["state"].items():
@@ -139,6 +142,29 @@ def test_muon_resume_is_bit_identical_and_needs_the_same_optimizer(tmp_path, per
     r = train(periodic_text_file, split, "--resume", "--optimizer", "adamw")
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
     assert "the saved optimizer state has 2 part(s), --optimizer needs 1" in r.stderr
+
+
+def test_a_moving_average_is_what_is_saved_and_resumes_bit_identically(tmp_path, periodic_text_file):
+    """--ema_decay: the checkpoint holds the average (not the last weights), stop + resume equals one run
+    (wsd schedule too); resuming a run that kept no average with --ema_decay is refused in one line."""
+    whole, split, plain = tmp_path / "whole", tmp_path / "split", tmp_path / "plain"
+    ema = ["--ema_decay", "0.9", "--lr_schedule", "wsd"]
+    assert train(periodic_text_file, whole, *ema).returncode == 0
+    assert train(periodic_text_file, split, *ema, "--stop-after", "20").returncode == 0
+    r = train(periodic_text_file, split, *ema, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert_same_run(whole, split)
+    s = state(whole)
+    assert s["ema"]["updates"] == MAX_ITERS
+    saved, _, manifest = load_checkpoint(whole)
+    if manifest["iter"] == MAX_ITERS:  # the best evaluation was the last: the saved weights are its average
+        name = next(k for k in s["model"] if k.endswith("c_fc.weight"))
+        assert torch.equal(saved.state_dict()[name], s["ema"]["weights"][name])
+        assert not torch.equal(s["ema"]["weights"][name], s["model"][name])
+    assert train(periodic_text_file, plain, "--stop-after", "20").returncode == 0
+    r = train(periodic_text_file, plain, "--resume", "--ema_decay", "0.9")
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "has no moving average of the weights" in r.stderr
 
 
 # Each run of the chain is killed (SIGKILL, as kill -9) at a chosen point: the fault-injection points inside a

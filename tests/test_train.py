@@ -62,6 +62,14 @@ def test_learning_rate_warms_up_then_decays_to_min():
     assert lr_at(40, t) > lr_at(60, t)
 
 
+def test_wsd_holds_the_peak_then_decays_in_a_straight_line():
+    t = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=110, lr_schedule="wsd",
+                    decay_fraction=0.25)
+    assert lr_at(0, t) < lr_at(9, t) < 1.0
+    assert lr_at(10, t) == lr_at(50, t) == lr_at(85, t) == 1.0  # stable until the last quarter (85..110)
+    assert lr_at(95, t) == pytest.approx(0.64) and lr_at(110, t) == pytest.approx(0.1) and lr_at(500, t) == 0.1
+
+
 def test_dropout_only_in_training_mode():
     model = GPT(ModelConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8, dropout=0.5))
     idx = torch.randint(0, 10, (1, 8))
