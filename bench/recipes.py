@@ -1,8 +1,9 @@
-"""Training recipes compared at equal wall time: `python -m bench.recipes --budget 300s --out FILE.md`.
+"""Training recipes compared at equal wall time: `python -m bench.recipes --budget 8m --out FILE.md`.
 
 Each variant is one `python -m gpt.train --preset cpu --time-budget B ...` run, one after another (never two
 at once: they would share the cores). The figure is the best model's float32 full-pass val loss, the one
-`gpt.train` prints at the end; the table also has the iterations the budget allowed and the wall time.
+`gpt.train` prints at the end; the table also has the iterations the budget allowed and the wall time, and
+FILE.json each run's plan and evaluations (`curve`: iteration, train and val estimate, seconds since start).
 Rows are appended to FILE.md (and FILE.json) as each run ends, so a stopped search keeps what it measured.
 """
 
@@ -42,6 +43,8 @@ VARIANTS: dict[str, list[str]] = {
     "256 x 16, muon 5e-3": ["--block_size", "256", "--batch_size", "16", "--muon_lr", "5e-3"],
     "256 x 16, dropout 0.1": ["--block_size", "256", "--batch_size", "16", "--dropout", "0.1"],
     "256 x 16, 2 evaluations": ["--block_size", "256", "--batch_size", "16", "--eval_interval", "1000"],
+    "256 x 16, ema 0.99, 2 evaluations": ["--block_size", "256", "--batch_size", "16", "--ema_decay", "0.99",
+                                          "--eval_interval", "1000"],
 }
 
 
