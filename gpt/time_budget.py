@@ -8,8 +8,14 @@ evaluation time, and fixes
     max_iters = done + (budget x SAFETY - elapsed - final evaluation) / (step + evaluation / eval_interval)
 
 The cosine schedule then decays over the iterations that fit (warmup is over before the decision only when
-warmup_iters is longer than the calibration; the `cpu` preset's 100 are). The decision is saved in
-train_state.pt, so `--resume` continues the same schedule bit for bit instead of measuring again.
+warmup_iters is longer than the calibration; the `cpu` preset's 100 are).
+
+Twenty steps are a few seconds, and a shared machine's pace drifts over tens of seconds: on a 2-core VM the
+same step took 290 ms for a while and 480 ms for another, so a plan from one such phase overran an 8-minute
+budget by 10 %. At each evaluation after the decision the plan is therefore redone from the mean step time
+since the decision (`replan`); the schedule then decays over the new count (a small change of the cosine's
+length mid-run; wsd's flat phase does not notice). The latest plan is saved in train_state.pt, so
+`--resume` continues that schedule bit for bit instead of measuring again.
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ def format_duration(seconds: float) -> str:
 
 
 class BudgetPlanner:
-    """Times the first steps of a run and, once, decides its iteration count (`decide` returns it)."""
+    """Times the first steps of a run and decides its iteration count (`observe_step` returns it, once); then
+    `replan` corrects the count from the pace the run kept."""
 
     def __init__(self, budget_s: float, started: float, eval_interval: int, final_factor: float,
                  cap: int | None = None):
@@ -55,12 +62,17 @@ class BudgetPlanner:
         self.cap = cap
         self.step_times: list[float] = []
         self.eval_s: float | None = None
+        self.eval_total_s = 0.0
+        self.decided_at: tuple[int, float, float] | None = None  # iteration, time, evaluation seconds until then
 
     def observe_eval(self, seconds: float) -> None:
         self.eval_s = seconds
+        self.eval_total_s += seconds
 
     def observe_step(self, seconds: float, done_iters: int, now: float, fallback_eval_s: float) -> int | None:
-        """Record one step's time; after warm-up + calibration, the planned max_iters (else None)."""
+        """Record one step's time; right after warm-up + calibration, the planned max_iters (else None)."""
+        if self.decided_at is not None:
+            return None
         self.step_times.append(seconds)
         if len(self.step_times) < WARMUP_STEPS + CALIBRATION_STEPS:
             return None
@@ -69,4 +81,20 @@ class BudgetPlanner:
         planned = plan_iters(self.budget_s, now - self.started, step_s, eval_s, self.eval_interval, done_iters,
                              eval_s * self.final_factor)
         self.step_s, self.eval_used_s = step_s, eval_s
+        self.decided_at = (done_iters, now, self.eval_total_s)
+        return self.capped(planned)
+
+    def replan(self, done_iters: int, now: float) -> int | None:
+        """At an evaluation: the iteration count that fits, from the mean step time since the decision (the
+        evaluations taken out: each is counted on its own); None before the decision or right at it."""
+        if self.decided_at is None or done_iters <= self.decided_at[0]:
+            return None
+        it, then, evals = self.decided_at
+        self.step_s = (now - then - (self.eval_total_s - evals)) / (done_iters - it)
+        eval_s = self.eval_used_s if self.eval_s is None else self.eval_s
+        # the evaluation about to run here, then the ones amortized per iteration, then the final one
+        return self.capped(plan_iters(self.budget_s, now - self.started, self.step_s, eval_s, self.eval_interval,
+                                      done_iters, eval_s * (1 + self.final_factor)))
+
+    def capped(self, planned: int) -> int:
         return min(planned, self.cap) if self.cap else planned

@@ -180,10 +180,17 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
     it = start_iter
     while it < end_iter:
         if it % t.eval_interval == 0:
+            if budget and (planned := gather(dist, {"n": budget.replan(it, time.perf_counter())})[0]["n"]) not in (
+                    None, t.max_iters):  # the plan, corrected from the pace kept since it was made
+                t = fit_budget(t, planned, o.time_budget, f"re-planned from {t.max_iters:,}: steps took "
+                               f"{budget.step_s * 1e3:.0f} ms since the plan", bar.write)
+                end_iter = bar.total = min(t.max_iters, o.stop_after or t.max_iters)
+                if it >= end_iter:
+                    break
+            eval_start = time.perf_counter()
             if not (o.resume and it == start_iter):  # the state it was resumed from is this one
                 save_state(it)
             if master:
-                eval_start = time.perf_counter()
                 evaluate(it)
                 if budget:
                     budget.observe_eval(time.perf_counter() - eval_start)
@@ -214,10 +221,10 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
             t0 = now
         if budget and (planned := budget.observe_step(time.perf_counter() - step_start, it + 1, time.perf_counter(),
                                                      t.eval_iters * 2 * (time.perf_counter() - step_start) / 3)):
-            budget, decided, t = None, True, fit_budget(t, gather(dist, {"n": planned})[0]["n"], o.time_budget,
-                                                         budget, bar.write)
-            end_iter = min(t.max_iters, o.stop_after or t.max_iters)
-            bar.total = end_iter
+            decided, t = True, fit_budget(t, gather(dist, {"n": planned})[0]["n"], o.time_budget,
+                                          f"{budget.step_s * 1e3:.0f} ms per step, {budget.eval_used_s:.1f} s "
+                                          "per evaluation", bar.write)
+            end_iter = bar.total = min(t.max_iters, o.stop_after or t.max_iters)
         it += 1
         bar.update(1)
         if stop.requested(dist, device):
@@ -238,10 +245,9 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
     return 0
 
 
-def fit_budget(t: TrainConfig, planned: int, budget_s: float, planner: BudgetPlanner, say) -> TrainConfig:
+def fit_budget(t: TrainConfig, planned: int, budget_s: float, why: str, say) -> TrainConfig:
     """The config with the iteration count that fits the budget (the schedule decays over it)."""
-    say(f"time budget {format_duration(budget_s)}: {planned:,} iterations ({planner.step_s * 1e3:.0f} ms per step, "
-        f"{planner.eval_used_s:.1f} s per evaluation)")
+    say(f"time budget {format_duration(budget_s)}: {planned:,} iterations ({why})")
     decay = planned if t.lr_decay_iters == t.max_iters else t.lr_decay_iters
     return replace(t, max_iters=planned, lr_decay_iters=decay)
 

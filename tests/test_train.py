@@ -136,6 +136,45 @@ def test_the_budget_takes_the_median_step_so_a_stall_does_not_shrink_the_run():
     assert planned[-1] == plan_iters(100, 10.0, 0.1, 2.0, 10, len(steps), 4.0)
 
 
+def test_the_plan_is_redone_from_the_pace_the_run_kept():
+    """Decided at iteration 25 from 0.1 s steps; the next 100 steps took 0.2 s each (and one 2 s evaluation):
+    at iteration 125 the plan is redone with 0.2 s, the evaluation about to run and the final one counted."""
+    from gpt.time_budget import CALIBRATION_STEPS, WARMUP_STEPS, BudgetPlanner, plan_iters
+
+    planner = BudgetPlanner(100, started=0.0, eval_interval=10, final_factor=2)
+    assert planner.replan(10, 5.0) is None  # nothing decided yet
+    planner.observe_eval(2.0)
+    steps = [0.1] * (WARMUP_STEPS + CALIBRATION_STEPS)
+    first = [planner.observe_step(s, i + 1, 10.0, 0.0) for i, s in enumerate(steps)][-1]
+    assert first == plan_iters(100, 10.0, 0.1, 2.0, 10, 25, 4.0)
+    assert planner.replan(25, 10.0) is None  # not a step since the decision
+    planner.observe_eval(2.0)
+    assert planner.replan(125, 10.0 + 100 * 0.2 + 2.0) == plan_iters(100, 32.0, 0.2, 2.0, 10, 125, 2.0 * 3)
+    assert planner.step_s == pytest.approx(0.2)
+
+
+def test_a_calibration_in_a_fast_phase_does_not_make_the_run_overrun(tmp_path, periodic_text_file, monkeypatch,
+                                                                      capsys, one_torch_thread):
+    """A shared machine's pace drifts: here the calibration is told its steps took a third of their time, so the
+    first plan is about three times too long; re-planned at each evaluation, the run still ends in its budget
+    (without the re-plans it took about 15 s), and the state holds the count it ran."""
+    import time
+
+    from gpt import time_budget
+    from gpt.train import main
+
+    observe = time_budget.BudgetPlanner.observe_step
+    monkeypatch.setattr(time_budget.BudgetPlanner, "observe_step", lambda self, s, *a: observe(self, s / 3, *a))
+    start = time.perf_counter()
+    main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--time-budget", "6s",
+          "--eval_interval", "20"])
+    wall = time.perf_counter() - start
+    out = capsys.readouterr().out
+    assert "re-planned from" in out and wall <= 9, (wall, out[-800:])
+    n = torch.load(tmp_path / "train_state.pt", weights_only=True)["time_budget"]["max_iters"]
+    assert read_log(tmp_path)[-1]["iter"] == n and f"time budget 6 s: {n:,} iterations (re-planned from" in out
+
+
 def test_evaluations_do_not_change_what_training_draws(tmp_path, periodic_text_file, one_torch_thread):
     """Evaluation draws from RNGs of its own: with dropout on, a run evaluating every 4 iterations ends with
     the weights, optimizer state, data position and torch RNG of one evaluating only at its start and end."""
