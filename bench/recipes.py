@@ -5,6 +5,11 @@ at once: they would share the cores). The figure is the best model's float32 ful
 `gpt.train` prints at the end; the table also has the iterations the budget allowed and the wall time, and
 FILE.json each run's plan and evaluations (`curve`: iteration, train and val estimate, seconds since start).
 Rows are appended to FILE.md (and FILE.json) as each run ends, so a stopped search keeps what it measured.
+
+`--iters N` trains every variant for exactly N iterations instead (no budget; the schedule decays over N).
+A shared machine's pace drifts by tens of percent within an hour, so at equal wall time two runs of one recipe
+can differ by hundreds of iterations; variants that do not change a step's cost (schedules, learning rates,
+averaging) compare exactly at equal iterations, with the same seed and data order.
 """
 
 from __future__ import annotations
@@ -42,16 +47,24 @@ VARIANTS: dict[str, list[str]] = {
     "256 x 16, muon 2e-2": ["--block_size", "256", "--batch_size", "16", "--muon_lr", "2e-2"],
     "256 x 16, muon 5e-3": ["--block_size", "256", "--batch_size", "16", "--muon_lr", "5e-3"],
     "256 x 16, dropout 0.1": ["--block_size", "256", "--batch_size", "16", "--dropout", "0.1"],
+    "256 x 16, wsd to 2e-5": ["--block_size", "256", "--batch_size", "16", "--lr_schedule", "wsd", "--min_lr", "2e-5"],
     "256 x 16, 2 evaluations": ["--block_size", "256", "--batch_size", "16", "--eval_interval", "1000"],
     "256 x 16, ema 0.99, 2 evaluations": ["--block_size", "256", "--batch_size", "16", "--ema_decay", "0.99",
                                           "--eval_interval", "1000"],
 }
 
 
-def run(name: str, args: list[str], budget: str, data_dir: Path) -> dict:
+def length_args(budget: str, iters: int | None) -> list[str]:
+    """How long each run trains: the wall-time budget, or exactly `iters` iterations."""
+    if iters is None:
+        return ["--time-budget", budget]
+    return ["--time-budget", "off", "--max_iters", str(iters), "--lr_decay_iters", str(iters)]
+
+
+def run(name: str, args: list[str], length: list[str], data_dir: Path) -> dict:
     with tempfile.TemporaryDirectory() as out:
         start, started_at = time.perf_counter(), time.time()
-        proc = subprocess.run([sys.executable, "-m", "gpt.train", "--preset", "cpu", "--time-budget", budget,
+        proc = subprocess.run([sys.executable, "-m", "gpt.train", "--preset", "cpu", *length,
                                "--data-dir", str(data_dir), "--out-dir", out, "--no-progress", *args],
                               capture_output=True, text=True)
         wall = time.perf_counter() - start
@@ -88,20 +101,26 @@ def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m bench.recipes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", default="300s", help="each run's --time-budget (default 300s)")
+    p.add_argument("--iters", type=int, metavar="N", help="train each variant exactly N iterations instead of a budget")
     p.add_argument("--out", type=Path, required=True, help="the markdown table to append to (and .json beside)")
     p.add_argument("--data-dir", type=Path, default=Path("data"))
     p.add_argument("--only", nargs="*", choices=list(VARIANTS), help="run these variants only")
     args = p.parse_args(argv)
+    if args.iters is not None and args.iters < 1:
+        raise GPTError(f"--iters must be a positive iteration count, got {args.iters}")
+    length = length_args(args.budget, args.iters)
+    each = f"{args.iters:,} iterations" if args.iters else args.budget
     if not args.out.exists():
-        args.out.write_text(f"# Recipes at equal wall time ({args.budget} each, `cpu` preset shape unless named)\n\n"
+        args.out.write_text(f"# Recipes at equal {'iterations' if args.iters else 'wall time'} ({each} each, `cpu` "
+                            "preset shape unless named)\n\n"
                             f"CPU: {cpu_model()}, 2 threads. Val loss: the best model's float32 full pass.\n\n"
                             "| variant | gpt.train options | val loss | iterations | wall |\n|---|---|---|---|---|\n")
     results_path = args.out.with_suffix(".json")
     results = load_results(results_path, command_line("python -m bench.recipes", sys.argv[1:] if argv is None
                                                        else list(argv)))
     for name in args.only or VARIANTS:
-        result = run(name, VARIANTS[name], args.budget, args.data_dir)
-        result["budget"] = args.budget
+        result = run(name, VARIANTS[name], length, args.data_dir)
+        result["budget" if args.iters is None else "fixed_iters"] = args.iters or args.budget
         results["rows"].append(result)
         results_path.write_text(json.dumps(results, indent=1) + "\n")
         with args.out.open("a") as f:

@@ -325,6 +325,8 @@ CASES = [
     case("recipes without --out", "bench.recipes", expect="the following arguments are required: --out"),
     case("recipes of an unknown variant", "bench.recipes", "--out", "{fresh}.md", "--only", "sgd",
          expect="argument --only: invalid choice: 'sgd'"),
+    case("recipes of zero iterations each", "bench.recipes", "--out", "{fresh}.md", "--iters", "0",
+         expect="--iters must be a positive iteration count, got 0"),
 ]
 
 
