@@ -7,14 +7,14 @@ evaluation time, and fixes
 
     max_iters = done + (budget x SAFETY - elapsed - final evaluation) / (step + evaluation / eval_interval)
 
-The cosine schedule then decays over the iterations that fit (warmup is over before the decision only when
+The schedule (wsd or cosine) then decays over the iterations that fit (warmup is over before the decision only when
 warmup_iters is longer than the calibration; the `cpu` preset's 100 are).
 
 Twenty steps are a few seconds, and a shared machine's pace drifts over tens of seconds: on a 2-core VM the
 same step took 290 ms for a while and 480 ms for another, so a plan from one such phase overran an 8-minute
 budget by 10 %. At each evaluation after the decision the plan is therefore redone from the mean step time
-since the decision (`replan`); the schedule then decays over the new count (a small change of the cosine's
-length mid-run; wsd's flat phase does not notice). The latest plan is saved in train_state.pt, so
+since the decision (`replan`); the schedule then decays over the new count (wsd's flat phase does not
+notice; in a decay a re-plan bends the line a little). The latest plan is saved in train_state.pt, so
 `--resume` continues that schedule bit for bit instead of measuring again.
 """
 

@@ -32,8 +32,9 @@ Ctrl-C or SIGTERM finishes the current step, saves, and exits 0 (a second Ctrl-C
 
 Optimizer: `--optimizer muon` (the cpu preset's) steps the blocks' matrices with Muon at `--muon_lr` and
 everything else with AdamW at `--learning_rate`; `--optimizer adamw` uses AdamW for all (nanoGPT's).
-Schedule: warmup + cosine to --min_lr; `--lr_schedule wsd` stays at the peak until the last --decay_fraction
-of the run, then decays linearly. `--ema_decay 0.99` evaluates and saves a moving average of the weights.
+Schedule: warmup, then `--lr_schedule wsd` (the cpu preset's) stays at the peak until the last
+--decay_fraction of the run and falls linearly to --min_lr; `cosine` (the other presets') decays along a cosine.
+`--ema_decay 0.99` evaluates and saves a moving average of the weights.
 Precision: `--dtype auto` measures bfloat16 against float32 on this machine (see --dtype below).
 
 Several GPUs or nodes: `torchrun --nproc_per_node=N -m gpt.train ... --gradient_accumulation_steps K`
