@@ -192,7 +192,7 @@ def _attention_row(f: ResultFile) -> str:
 
 # (what, result file, value function returning text or (text, row overriding machine/date/command))
 HEADLINE: list[tuple[str, str, Callable[[ResultFile], object]]] = [
-    ("`cpu` preset (block 256 × batch 16, wsd schedule): full-pass val loss at the 1,332 iterations that `make "
+    ("`cpu` preset (block 256 × batch 16, wsd schedule): full-pass val loss at equal iterations, as many as `make "
      "demo`'s 8-minute budget fitted on this CPU at its faster pace", "2026-12-02-amd-epyc-recipes-1332-iters",
      lambda f: _recipes_row(f, "256 x 16, wsd to 2e-5", "256 x 16 (preset before: cosine to 2e-4)")),
     ("`shakespeare` preset on one GPU: best val loss", "hand-recorded/h200-training", lambda f: _figure(f, 0)),
