@@ -85,7 +85,8 @@ def run(name: str, args: list[str], length: list[str], data_dir: Path) -> dict:
     plan = [line for line in proc.stdout.splitlines() if line.startswith("time budget")]
     return {"variant": name, "args": args, "val_loss": manifest["val_loss"], "best_iter": manifest["iter"],
             "iters": rows[-1]["max_iters"], "wall_s": round(wall, 1), "first_line": proc.stdout.splitlines()[0],
-            "plan": plan[0] if plan else None,
+            "plan": plan[0] if plan else None, "budget_lines": plan,
+            "precision_checks": [line for line in proc.stdout.splitlines() if line.startswith("precision checked")],
             "curve": [[r["iter"], round(r["train_loss"], 4), round(r["val_loss"], 4), round(r["time"] - started_at, 1)]
                       for r in rows]}
 

@@ -12,14 +12,16 @@ from gpt.model import GPT
 
 
 @torch.no_grad()
-def estimate_loss(model, splits: dict[str, np.ndarray], t: TrainConfig, block: int, device, amp, seed: int) -> dict:
-    """Mean loss over eval_iters random batches per split, from RNGs of its own (training batches unaffected)."""
+def estimate_loss(model, splits: dict[str, np.ndarray], t: TrainConfig, block: int, device, amp, seed: int,
+                  eval_iters: int | None = None) -> dict:
+    """Mean loss over eval_iters (default: the config's) random batches per split, from RNGs of its own
+    (training batches unaffected)."""
     model.eval()
     out = {}
     for i, (name, data) in enumerate(splits.items()):
         sampler = BatchSampler(data, block, t.batch_size, seed=seed + 7919 * (i + 1))
         losses = []
-        for _ in range(t.eval_iters):
+        for _ in range(eval_iters or t.eval_iters):
             x, y = (torch.from_numpy(a).to(device) for a in sampler.next())
             with amp:
                 losses.append(model(x, y)[1].item())

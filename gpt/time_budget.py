@@ -1,33 +1,40 @@
-"""`--time-budget`: a run that ends inside a wall-clock budget on whatever CPU or GPU it meets.
+"""`--time-budget`: a deadline the training loop keeps, on whatever machine and whatever else runs on it.
 
-The same iteration count takes ~8 minutes on one 2-core machine and ~15 on another, so a budget is the
-portable unit. After a few untimed warm-up steps (compilation, allocator, caches) the loop times
-`CALIBRATION_STEPS` steps (their median: a VM's stalls must not shrink the run), takes the measured
-evaluation time, and fixes
+The same iteration count takes ~8 minutes on one 2-core machine and ~15 on another, and on one machine a
+step's pace moves with what else runs: with other programs busy for the first minute, 20 calibration steps
+took 3.6 s each where the quiet pace was 0.24 s, and a plan made from them once stopped the run 2 minutes
+into its 8. So no start-up measurement decides. Every `REPLAN_EVERY` iterations the planner estimates again
+the iteration count that fits, from the pace of the recent past (the steps of the last `WINDOW_SHARE` of the
+budget, at least `MIN_WINDOW_STEPS` of them; a step over `STALL` times the window's median counts as that
+much, since a one-off stall is paid for already and says nothing of the steps to come, while a slower
+phase soon is the median), and the count grows as readily as it shrinks:
 
-    max_iters = done + (budget x SAFETY - elapsed - final evaluation) / (step + evaluation / eval_interval)
+    max_iters = done + (budget x SAFETY - elapsed - final) / (step + evaluation / eval_interval)
 
-The schedule (wsd or cosine) then decays over the iterations that fit (warmup is over before the decision only when
-warmup_iters is longer than the calibration; the `cpu` preset's 100 are).
+An evaluation's cost is kept in steps (its seconds over the pace when it ran), so it follows the pace as well;
+`final` is the last evaluation and the full val pass. An evaluation that would eat into the time the final one
+needs is skipped (`eval_fits`). The schedule follows the plan through `Progress` (gpt/train.py): a re-plan
+bends the learning-rate line, it never jumps.
 
-Twenty steps are a few seconds, and a shared machine's pace drifts over tens of seconds: on a 2-core VM the
-same step took 290 ms for a while and 480 ms for another, so a plan from one such phase overran an 8-minute
-budget by 10 %. At each evaluation after the decision the plan is therefore redone from the mean step time
-since the decision (`replan`); the schedule then decays over the new count (wsd's flat phase does not
-notice; in a decay a re-plan bends the line a little). The latest plan is saved in train_state.pt, so
-`--resume` continues that schedule bit for bit instead of measuring again.
+The latest plan and progress are saved in train_state.pt: `--resume` finishes that plan without re-planning
+(a resumed run has no deadline of its own; its schedule continues bit for bit).
 """
 
 from __future__ import annotations
 
 import re
 import statistics
+from collections import deque
 
 from gpt.errors import GPTError
 
 WARMUP_STEPS = 5  # the first steps of a run are slower (allocations, caches): not timed
-CALIBRATION_STEPS = 20
-SAFETY = 0.95  # headroom for timing noise and the last checkpoint write
+MIN_WINDOW_STEPS = 10  # the pace is a mean over at least this many steps...
+WINDOW_SHARE = 0.05  # ...and over the steps of the last 5 % of the budget (24 s of 8 minutes)
+REPLAN_EVERY = 10  # iterations between plans (the same iterations on every DDP rank)
+STALL = 3.0  # a step counts at most this many times the window's median in the pace
+PACE_CHANGE = 1.5  # a pace this much faster or slower than the one last reported gets a line
+SAFETY = 0.98  # headroom for the checkpoint writes and the noise of the last steps
 UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
 
 
@@ -51,50 +58,89 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-class BudgetPlanner:
-    """Times the first steps of a run and decides its iteration count (`observe_step` returns it, once); then
-    `replan` corrects the count from the pace the run kept."""
+class Deadline:
+    """The run's pace over a sliding window of steps, and the iteration count that ends the run on time.
 
-    def __init__(self, budget_s: float, started: float, eval_interval: int, final_factor: float,
-                 cap: int | None = None):
+    `eval_steps` is a first guess of an evaluation's cost in steps, replaced by each evaluation measured;
+    `final_evals` is the end of the run (last evaluation + full val pass) in evaluations."""
+
+    def __init__(self, budget_s: float, started: float, eval_interval: int, eval_steps: float,
+                 final_evals: float, cap: int | None = None):
         self.budget_s, self.started, self.eval_interval = budget_s, started, eval_interval
-        self.final_factor = final_factor  # the final evaluation + full val pass, in evaluations
-        self.cap = cap
-        self.step_times: list[float] = []
-        self.eval_s: float | None = None
-        self.eval_total_s = 0.0
-        self.decided_at: tuple[int, float, float] | None = None  # iteration, time, evaluation seconds until then
+        self.eval_steps, self.final_evals, self.cap = eval_steps, final_evals, cap
+        self.window_s = budget_s * WINDOW_SHARE
+        self.window: deque[float] = deque()
+        self.window_total = 0.0
+        self.steps_seen = 0
+        self.unscaled_eval_s: float | None = None  # an evaluation timed before any pace was known
+        self.reported_pace: float | None = None
+
+    @property
+    def pace(self) -> float | None:
+        """Seconds per step over the window, stalls capped; None until the window holds MIN_WINDOW_STEPS steps."""
+        if len(self.window) < MIN_WINDOW_STEPS:
+            return None
+        cap = STALL * statistics.median(self.window)
+        return sum(min(s, cap) for s in self.window) / len(self.window)
+
+    def observe_step(self, seconds: float) -> None:
+        self.steps_seen += 1
+        if self.steps_seen <= WARMUP_STEPS:
+            return
+        self.window.append(seconds)
+        self.window_total += seconds
+        while len(self.window) > MIN_WINDOW_STEPS and self.window_total - self.window[0] >= self.window_s:
+            self.window_total -= self.window.popleft()
 
     def observe_eval(self, seconds: float) -> None:
-        self.eval_s = seconds
-        self.eval_total_s += seconds
+        """An evaluation's seconds, kept in steps of the pace it ran at (it slows and speeds up with them)."""
+        if self.pace is None:
+            self.unscaled_eval_s = seconds
+        else:
+            self.eval_steps, self.unscaled_eval_s = seconds / self.pace, None
 
-    def observe_step(self, seconds: float, done_iters: int, now: float, fallback_eval_s: float) -> int | None:
-        """Record one step's time; right after warm-up + calibration, the planned max_iters (else None)."""
-        if self.decided_at is not None:
+    def plan(self, done_iters: int, now: float) -> int | None:
+        """The iteration count that ends the run on time at the present pace; None until a pace is known."""
+        pace = self.pace
+        if pace is None:
             return None
-        self.step_times.append(seconds)
-        if len(self.step_times) < WARMUP_STEPS + CALIBRATION_STEPS:
-            return None
-        step_s = statistics.median(self.step_times[WARMUP_STEPS:])  # one stalled step must not cost the run
-        eval_s = self.eval_s if self.eval_s is not None else fallback_eval_s
-        planned = plan_iters(self.budget_s, now - self.started, step_s, eval_s, self.eval_interval, done_iters,
-                             eval_s * self.final_factor)
-        self.step_s, self.eval_used_s = step_s, eval_s
-        self.decided_at = (done_iters, now, self.eval_total_s)
-        return self.capped(planned)
-
-    def replan(self, done_iters: int, now: float) -> int | None:
-        """At an evaluation: the iteration count that fits, from the mean step time since the decision (the
-        evaluations taken out: each is counted on its own); None before the decision or right at it."""
-        if self.decided_at is None or done_iters <= self.decided_at[0]:
-            return None
-        it, then, evals = self.decided_at
-        self.step_s = (now - then - (self.eval_total_s - evals)) / (done_iters - it)
-        eval_s = self.eval_used_s if self.eval_s is None else self.eval_s
-        # the evaluation about to run here, then the ones amortized per iteration, then the final one
-        return self.capped(plan_iters(self.budget_s, now - self.started, self.step_s, eval_s, self.eval_interval,
-                                      done_iters, eval_s * (1 + self.final_factor)))
-
-    def capped(self, planned: int) -> int:
+        if self.unscaled_eval_s is not None:
+            self.eval_steps, self.unscaled_eval_s = max(self.eval_steps, self.unscaled_eval_s / pace), None
+        eval_s = self.eval_steps * pace
+        planned = plan_iters(self.budget_s, now - self.started, pace, eval_s, self.eval_interval, done_iters,
+                             eval_s * self.final_evals)
         return min(planned, self.cap) if self.cap else planned
+
+    def eval_fits(self, now: float) -> bool:
+        """Whether an evaluation now still leaves the final one its time before the deadline."""
+        pace = self.pace
+        if pace is None:
+            return True
+        return self.left(now) >= (1 + self.final_evals) * self.eval_steps * pace
+
+    def left(self, now: float) -> float:
+        return self.budget_s - (now - self.started)
+
+    def final_eval_share(self, now: float) -> float:
+        """The share of a whole last evaluation that still fits before the deadline, with the full val pass
+        after it (1: all of it)."""
+        pace = self.pace
+        if pace is None:
+            return 1.0
+        eval_s = self.eval_steps * pace
+        return max(0.0, min(1.0, (self.left(now) - (self.final_evals - 1) * eval_s) / eval_s))
+
+    def pace_moved(self) -> tuple[float, float] | None:
+        """(the pace last reported, the pace now) when they differ by PACE_CHANGE or more, else None; the first
+        known pace is reported once with (now, now)."""
+        pace, was = self.pace, self.reported_pace
+        if pace is None or (was is not None and 1 / PACE_CHANGE < pace / was < PACE_CHANGE):
+            return None
+        self.reported_pace = pace
+        return (was or pace), pace
+
+    def used(self, now: float) -> str:
+        """'7.9 min of 8.0 min (98.8 %)'."""
+        elapsed = now - self.started
+        used = format_duration(elapsed) if elapsed >= 90 else f"{elapsed:.1f} s"
+        return f"{used} of {format_duration(self.budget_s)} ({100 * elapsed / self.budget_s:.1f} %)"

@@ -13,14 +13,14 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gpt.checkpoint import load_checkpoint, recover, save_checkpoint
-from gpt.config import ModelConfig, TrainConfig
+from gpt.config import ModelConfig
 from gpt.data import BatchSampler, load_shakespeare, load_text, split
 from gpt.distributed import Dist, StopRequest, gather, setup_distributed, teardown
 from gpt.ema import WeightEMA
@@ -29,8 +29,9 @@ from gpt.fsutil import check_dir, ensure_dir, fault_spec, remove_stale_temps
 from gpt.losses import estimate_loss, full_loss
 from gpt.model import GPT
 from gpt.optim import Optimizers
-from gpt.precision import choose_dtype
-from gpt.time_budget import BudgetPlanner, format_duration
+from gpt.precision import Recheck, autocast, bf16_hardware, choose_dtype
+from gpt.schedule import Progress, lr_at
+from gpt.time_budget import REPLAN_EVERY, Deadline, format_duration
 from gpt.tokenizer import CharTokenizer
 from gpt.train_log import LOG, append_log, plot_losses, truncate_log
 from gpt.train_options import DTYPES, Options, build_parser, configs
@@ -62,21 +63,6 @@ def grad_scaler(dtype: torch.dtype, device: torch.device) -> torch.amp.GradScale
     return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16 and device.type == "cuda")
 
 
-def lr_at(it: int, t: TrainConfig) -> float:
-    """Linear warmup, then down to min_lr at lr_decay_iters (a function of the config, not the run): along a
-    cosine, or (wsd: warmup-stable-decay) flat at the peak until the last decay_fraction, then a straight line."""
-    if it < t.warmup_iters:
-        return t.learning_rate * (it + 1) / (t.warmup_iters + 1)
-    if it > t.lr_decay_iters:
-        return t.min_lr
-    if t.lr_schedule == "wsd":
-        decay_start = t.lr_decay_iters - t.decay_fraction * (t.lr_decay_iters - t.warmup_iters)
-        ratio = max(0.0, (it - decay_start) / max(1.0, t.lr_decay_iters - decay_start))
-        return t.learning_rate - ratio * (t.learning_rate - t.min_lr)
-    ratio = (it - t.warmup_iters) / max(1, t.lr_decay_iters - t.warmup_iters)
-    return t.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (t.learning_rate - t.min_lr)
-
-
 def load_data(o: Options) -> tuple[CharTokenizer, np.ndarray, np.ndarray, str]:
     """(tokenizer, train ids, val ids, sha256 of the text) of the run's text."""
     text = load_text(o.data) if o.data else load_shakespeare(o.data_dir)
@@ -85,6 +71,53 @@ def load_data(o: Options) -> tuple[CharTokenizer, np.ndarray, np.ndarray, str]:
     tokenizer = CharTokenizer.from_text(text)
     ids = np.array(tokenizer.encode(text), dtype=np.uint16 if tokenizer.vocab_size < 65536 else np.int64)
     return tokenizer, *split(ids), hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class StepParts:
+    """What a training step touches."""
+
+    run: torch.nn.Module  # the model as called: compiled and/or wrapped in DDP
+    model: GPT
+    optimizer: Optimizers
+    scaler: torch.amp.GradScaler
+    ema: WeightEMA | None
+    sampler: BatchSampler
+    device: torch.device
+    dist: Dist
+    micro_steps: int
+    clip: float  # the gradient's largest norm (inf: no clipping)
+    out_dir: Path
+    # test hooks (GPT_FAULT_INJECT): a NaN loss, or one 1e6 times too large, at iteration k
+    nan_at: int | None = field(default_factory=lambda: fault_spec("nan-loss"))
+    huge_at: int | None = field(default_factory=lambda: fault_spec("huge-loss"))
+
+
+def train_step(s: StepParts, it: int, dtype: torch.dtype) -> torch.Tensor:
+    """One optimizer step over micro_steps batches in `dtype` autocast, the gradient clipped to `clip`; returns
+    the last micro-batch's loss."""
+    s.optimizer.use_dtype(dtype)
+    losses = []
+    for micro in range(s.micro_steps):
+        x, y = (torch.from_numpy(a).to(s.device, non_blocking=True) for a in s.sampler.next())
+        with s.run.no_sync() if s.dist.enabled and micro < s.micro_steps - 1 else nullcontext():
+            with autocast(s.device, dtype):
+                _, loss = s.run(x, y)
+            if it == s.nan_at:
+                loss = loss * float("nan")
+            elif it == s.huge_at:
+                loss = loss * 1e6
+            losses.append(loss.detach())
+            s.scaler.scale(loss / s.micro_steps).backward()
+    s.optimizer.unscale_(s.scaler)
+    grad_norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.clip)
+    check_finite(losses, grad_norm, s.scaler, it, s.out_dir)
+    s.optimizer.step(s.scaler)
+    s.scaler.update()
+    if s.ema:
+        s.ema.update(s.model)
+    s.optimizer.zero_grad()
+    return loss
 
 
 def train(o: Options, dist: Dist, stop: StopRequest) -> int:
@@ -112,12 +145,12 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
     ema = WeightEMA(model, t.ema_decay) if t.ema_decay else None
     train_sampler = BatchSampler(train_data, block, t.batch_size, seed=o.seed + dist.rank)
     BatchSampler(val_data, block, t.batch_size, seed=0)  # a too-small val split fails now, not at eval
-    start_iter, best_val, log_path, decided, dtype = 0, float("inf"), out_dir / LOG, False, o.dtype
+    start_iter, best_val, log_path, saved_plan, dtype = 0, float("inf"), out_dir / LOG, {}, o.dtype
     if master:
         recover(out_dir)  # finish a checkpoint save a kill interrupted after its commit point
         remove_stale_temps(out_dir, (STATE, LOG, "loss.png"))
     if o.resume:
-        start_iter, best_val, notes, t, decided, saved_dtype = resume(
+        start_iter, best_val, notes, saved_plan, saved_dtype = resume(
             out_dir / STATE, model, optimizer, scaler, train_sampler, t, o.seed, data_sha256, dist, device, ema)
         dtype = dtype or DTYPES.get(saved_dtype)
         for note in notes:
@@ -127,22 +160,30 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
         say(f"resuming from iteration {start_iter} (best val loss so far {best_val:.4f})")
     if master:  # rows past the resume point were written after the state was saved: they are redone
         truncate_log(log_path, start_iter)
-    precision = str(dtype).removeprefix("torch.") + (" (given)" if o.dtype else " (as the run started)")
+    precision, recheck = str(dtype).removeprefix("torch.") + (" (given)" if o.dtype else " (as the run started)"), None
     if dtype is None:  # every rank takes rank 0's choice (each measured its own, noisy, step time)
         dtype, precision = choose_dtype(model, t.batch_size, device)
         dtype, precision = gather(dist, {"choice": (dtype, precision)})[0]["choice"]
-    amp = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
-    optimizer.use_dtype(dtype)
-    budget = None  # a resumed run keeps the iteration count its first start decided (in train_state.pt)
-    if o.time_budget and not decided:
-        evals_final = 1 + len(val_data) / (2 * t.eval_iters * t.batch_size * block)  # + the full val pass
-        budget = BudgetPlanner(o.time_budget, o.started, t.eval_interval, evals_final, o.max_iters_cap)
+        hardware = bf16_hardware() if device.type == "cpu" else None
+        recheck = Recheck(dtype, hardware) if hardware else None
+    # A time budget plans the iteration count (and the schedule follows it) until the run ends; a resumed run
+    # finishes the plan saved in train_state.pt.
+    max_iters = int(saved_plan.get("max_iters", t.max_iters))
+    budget = None
+    if o.time_budget and not saved_plan:
+        final_evals = 1 + len(val_data) / (2 * t.eval_iters * t.batch_size * block)  # + the full val pass
+        budget = Deadline(o.time_budget, o.started, t.eval_interval, eval_steps=2 * t.eval_iters / 3,
+                          final_evals=final_evals, cap=o.max_iters_cap)
+    progress = Progress(saved_plan.get("progress", 0.0)) if budget or saved_plan else None
+    planned = bool(saved_plan)
     eval_model = torch.compile(model) if o.compile else model
     run = eval_model
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         run = DistributedDataParallel(eval_model, device_ids=[device.index] if device.type == "cuda" else None)
+    parts = StepParts(run, model, optimizer, scaler, ema, train_sampler, device, dist, micro_steps,
+                      t.grad_clip if t.grad_clip > 0 else math.inf, out_dir)
     say(f"{model.num_params() / 1e6:.2f}M parameters, preset {o.preset}, {device.type}, attention {o.attention}, "
         f"compile {'on' if o.compile else 'off'}, {precision}, {len(train_data):,} train / {len(val_data):,} val tokens"
         + (f", {dist.world} processes x {micro_steps} micro-steps" if dist.enabled else ""))
@@ -150,17 +191,20 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
     def save_state(it: int) -> None:
         ranks = gather(dist, rng_state(train_sampler, device))  # every rank takes part; rank 0 writes
         if master:
+            plan = {"seconds": o.time_budget or 0.0, "max_iters": max_iters, "progress": progress.value} \
+                if planned else {}
             write_state(out_dir / STATE, it=it, best_val=best_val, model=model, optimizer=optimizer, scaler=scaler,
-                        train_cfg=t, seed=o.seed, data_sha256=data_sha256, ranks=ranks,
-                        time_budget=o.time_budget if decided else None, dtype=str(dtype).removeprefix("torch."),
-                        ema=ema)
+                        train_cfg=t, seed=o.seed, data_sha256=data_sha256, ranks=ranks, plan=plan,
+                        dtype=str(dtype).removeprefix("torch."), ema=ema)
 
-    def evaluate(it: int) -> None:
+    def evaluate(it: int, eval_iters: int = t.eval_iters) -> None:
         nonlocal best_val
         scored = ema.model if ema else eval_model  # the model that is saved is the one scored
-        losses = estimate_loss(scored, {"train": train_data, "val": val_data}, t, block, device, amp, o.seed)
+        losses = estimate_loss(scored, {"train": train_data, "val": val_data}, t, block, device,
+                               autocast(device, dtype), o.seed, eval_iters)
         append_log(log_path, {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"],
-                              "lr": lr_at(it, t), "time": time.time(), "max_iters": t.max_iters})
+                              "lr": lr_at(it, t, progress and progress.value), "time": time.time(),
+                              "max_iters": max_iters})
         bar.write(f"iter {it}: train {losses['train']:.4f}, val {losses['val']:.4f}")
         if losses["val"] < best_val:
             best_val = losses["val"]
@@ -169,64 +213,57 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
 
     from tqdm import tqdm
 
-    nan_at = fault_spec("nan-loss")
     tokens_per_iter = t.batch_size * block * t.gradient_accumulation_steps
-    end_iter = min(t.max_iters, o.stop_after or t.max_iters)
+    end_iter = min(max_iters, o.stop_after or max_iters)
     bar = tqdm(initial=start_iter, total=end_iter, disable=not o.progress or not master, dynamic_ncols=True,
                file=sys.stdout)
     model.train()
     t0 = time.perf_counter()
-    clip = t.grad_clip if t.grad_clip > 0 else math.inf
     it = start_iter
     while it < end_iter:
         if it % t.eval_interval == 0:
-            if budget and (planned := gather(dist, {"n": budget.replan(it, time.perf_counter())})[0]["n"]) not in (
-                    None, t.max_iters):  # the plan, corrected from the pace kept since it was made
-                t = fit_budget(t, planned, o.time_budget, f"re-planned from {t.max_iters:,}: steps took "
-                               f"{budget.step_s * 1e3:.0f} ms since the plan", bar.write)
-                end_iter = bar.total = min(t.max_iters, o.stop_after or t.max_iters)
-                if it >= end_iter:
-                    break
             eval_start = time.perf_counter()
             if not (o.resume and it == start_iter):  # the state it was resumed from is this one
                 save_state(it)
-            if master:
+            if master and budget and it > start_iter and not budget.eval_fits(eval_start):
+                bar.write(f"iter {it}: evaluation skipped ({budget.left(eval_start):.1f} s left: kept for the "
+                          "final one)")
+            elif master:
                 evaluate(it)
                 if budget:
                     budget.observe_eval(time.perf_counter() - eval_start)
             t0 = time.perf_counter()
         step_start = time.perf_counter()
-        optimizer.set_lr(lr_at(it, t))
-        losses = []
-        for micro in range(micro_steps):
-            x, y = (torch.from_numpy(a).to(device, non_blocking=True) for a in train_sampler.next())
-            with run.no_sync() if dist.enabled and micro < micro_steps - 1 else nullcontext():
-                with amp:
-                    _, loss = run(x, y)
-                if it == nan_at:
-                    loss = loss * float("nan")
-                losses.append(loss.detach())
-                scaler.scale(loss / micro_steps).backward()
-        optimizer.unscale_(scaler)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        check_finite(losses, grad_norm, scaler, it, out_dir)
-        optimizer.step(scaler)
-        scaler.update()
-        if ema:
-            ema.update(model)
-        optimizer.zero_grad()
-        if (it + 1) % t.log_interval == 0 and master:
+        step_dtype = recheck.dtype(it) if recheck else dtype
+        optimizer.set_lr(lr_at(it, t, progress and progress.value))
+        loss = train_step(parts, it, step_dtype)
+        seconds = time.perf_counter() - step_start
+        if progress:
+            progress.advance(it, max_iters, t.warmup_iters)
+        if budget:
+            budget.observe_step(seconds)
+        if recheck:
+            recheck.observe(it, step_dtype, seconds)
+        it += 1
+        bar.update(1)
+        if it % t.log_interval == 0 and master:
             now = time.perf_counter()
             bar.set_postfix(loss=f"{loss.item():.4f}", tok_s=f"{tokens_per_iter * t.log_interval / (now - t0):,.0f}")
             t0 = now
-        if budget and (planned := budget.observe_step(time.perf_counter() - step_start, it + 1, time.perf_counter(),
-                                                     t.eval_iters * 2 * (time.perf_counter() - step_start) / 3)):
-            decided, t = True, fit_budget(t, gather(dist, {"n": planned})[0]["n"], o.time_budget,
-                                          f"{budget.step_s * 1e3:.0f} ms per step, {budget.eval_used_s:.1f} s "
-                                          "per evaluation", bar.write)
-            end_iter = bar.total = min(t.max_iters, o.stop_after or t.max_iters)
-        it += 1
-        bar.update(1)
+        if it % REPLAN_EVERY == 0 and (budget or recheck):
+            shared = gather(dist, {"n": budget.plan(it, time.perf_counter()) if budget else None,
+                                   "steady": bool(recheck and recheck.steady),
+                                   "result": recheck.result() if recheck and recheck.complete else None})[0]
+            if shared["n"] is not None:
+                if (moved := budget.pace_moved()) or not planned:
+                    bar.write(plan_line(o.time_budget, shared["n"], max_iters if planned else None, moved, budget))
+                max_iters, planned = shared["n"], True
+                end_iter = bar.total = min(max_iters, o.stop_after or max_iters)
+            if shared["steady"]:
+                recheck.begin(it)
+            if shared["result"]:
+                bar.write(f"precision checked again at iteration {it}: {shared['result'][1]}")
+                dtype, recheck = shared["result"][0], None
         if stop.requested(dist, device):
             save_state(it)
             bar.close()
@@ -236,20 +273,33 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
     bar.close()
     if end_iter > start_iter or not o.resume:
         save_state(end_iter)
-    if end_iter < t.max_iters:
-        say(f"stopped after iteration {end_iter} of {t.max_iters}; continue with --resume")
+    if end_iter < max_iters:
+        say(f"stopped after iteration {end_iter} of {max_iters}; continue with --resume")
         return 0
     if master:
-        evaluate(end_iter)
+        final_iters = t.eval_iters
+        if budget and (share := budget.final_eval_share(time.perf_counter())) < 1:
+            final_iters = max(1, int(t.eval_iters * share))
+            say(f"the final evaluation is shortened to {final_iters} of {t.eval_iters} batches per split "
+                f"({budget.left(time.perf_counter()):.1f} s left)")
+        evaluate(end_iter, final_iters)
         finish(out_dir, val_data, block, device, tokenizer)
+        if budget:
+            say(f"time budget {format_duration(o.time_budget)}: used {budget.used(time.perf_counter())}, "
+                f"{end_iter:,} iterations")
     return 0
 
 
-def fit_budget(t: TrainConfig, planned: int, budget_s: float, why: str, say) -> TrainConfig:
-    """The config with the iteration count that fits the budget (the schedule decays over it)."""
-    say(f"time budget {format_duration(budget_s)}: {planned:,} iterations ({why})")
-    decay = planned if t.lr_decay_iters == t.max_iters else t.lr_decay_iters
-    return replace(t, max_iters=planned, lr_decay_iters=decay)
+def plan_line(budget_s: float, planned: int, was: int | None, moved: tuple[float, float] | None,
+              budget: Deadline) -> str:
+    """The line that says what the plan became and why: the first plan, or the pace moving PACE_CHANGE x."""
+    head = f"time budget {format_duration(budget_s)}: {planned:,} iterations"
+    if was is None:
+        return (f"{head} ({budget.pace * 1e3:.0f} ms per step over the last {budget.window_total:.0f} s, an "
+                f"evaluation {budget.eval_steps:.0f} steps; planned again every {REPLAN_EVERY} iterations)")
+    before, now = moved
+    return (f"{head} (was {was:,}: the pace moved, {now * 1e3:.0f} ms per step now against {before * 1e3:.0f} ms "
+            "before)")
 
 
 def check_finite(losses: list[torch.Tensor], grad_norm: torch.Tensor, scaler, it: int, out_dir: Path) -> None:

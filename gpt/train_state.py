@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import json
 import random
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -51,17 +51,17 @@ def set_rng_state(state: dict, sampler: BatchSampler, device: torch.device) -> N
 
 
 def write_state(path: Path, *, it: int, best_val: float, model: GPT, optimizer, scaler, train_cfg: TrainConfig,
-                seed: int, data_sha256: str, ranks: list[dict], time_budget: float | None, dtype: str,
+                seed: int, data_sha256: str, ranks: list[dict], plan: dict, dtype: str,
                 ema: WeightEMA | None = None) -> None:
-    """The state as of the start of iteration `it`; `ranks` holds every rank's rng_state; `time_budget` is set
-    once a budget has decided train_cfg.max_iters (a resume keeps that decision, and the autocast `dtype`)."""
+    """The state as of the start of iteration `it`; `ranks` holds every rank's rng_state; `plan` is a time
+    budget's latest plan ({"seconds", "max_iters", "progress"}; {} without one): a resume finishes that plan,
+    in the autocast `dtype` the run had."""
     state = {
         "version": STATE_VERSION, "iter": it, "best_val": best_val, "model": model.state_dict(),
         "optimizer": optimizer.state_dict(), "model_config": model.config.to_dict(),
         "train_config": json.dumps(asdict(train_cfg)), "seed": seed, "world_size": len(ranks),
         "data_sha256": data_sha256, "ranks": ranks, "dtype": dtype, "scaler": scaler.state_dict(),  # {} when disabled
-        "time_budget": {"seconds": time_budget, "max_iters": train_cfg.max_iters,
-                        "lr_decay_iters": train_cfg.lr_decay_iters} if time_budget else {},
+        "time_budget": plan,
         "ema": ema.state_dict() if ema else {},
     }
     buf = io.BytesIO()
@@ -116,10 +116,10 @@ def changes(state: dict, t: TrainConfig, seed: int, data_sha256: str) -> list[st
 
 def resume(path: Path, model: GPT, optimizer, scaler, sampler: BatchSampler, train_cfg: TrainConfig, seed: int,
            data_sha256: str, dist: Dist, device: torch.device, ema: WeightEMA | None = None
-           ) -> tuple[int, float, list[str], TrainConfig, bool, str | None]:
+           ) -> tuple[int, float, list[str], dict, str | None]:
     """Load train_state.pt into the run. Returns the iteration to start at, the best val loss so far, notes to
-    print, the train config (with the iteration count a time budget decided, if one did), whether one did and
-    the autocast dtype the run trained in (None in states saved before it was recorded)."""
+    print, the time budget's plan ({"max_iters", "progress"}, or {} when the run had none) and the autocast
+    dtype the run trained in (None in states saved before it was recorded)."""
     state = load_state(path, model, optimizer, model.config, device)
     if ema:
         if not state.get("ema"):
@@ -127,10 +127,10 @@ def resume(path: Path, model: GPT, optimizer, scaler, sampler: BatchSampler, tra
                            "(or start the run again with it)")
         ema.load_state_dict(state["ema"])
     start_iter, best_val = int(state["iter"]), float(state["best_val"])
-    decided = state.get("time_budget") or {}
-    if decided:
-        train_cfg = replace(train_cfg, max_iters=int(decided["max_iters"]),
-                            lr_decay_iters=int(decided["lr_decay_iters"]))
+    plan = dict(state.get("time_budget") or {})
+    if plan and "progress" not in plan:  # saved before the schedule followed the plan: the line it was on
+        plan["progress"] = min(1.0, max(0.0, (start_iter - train_cfg.warmup_iters)
+                                        / max(1, int(plan["lr_decay_iters"]) - train_cfg.warmup_iters)))
     if scaler.is_enabled() and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     notes = changes(state, train_cfg, seed, data_sha256)
@@ -141,4 +141,4 @@ def resume(path: Path, model: GPT, optimizer, scaler, sampler: BatchSampler, tra
                      "training continues, but with other batches than an uninterrupted run")
         sampler.reseed(seed + dist.rank + 1_000_003 * start_iter)
         torch.manual_seed(seed + dist.rank + 1_000_003 * start_iter)
-    return start_iter, best_val, notes, train_cfg, bool(decided), state.get("dtype")
+    return start_iter, best_val, notes, plan, state.get("dtype")

@@ -7,7 +7,8 @@ from conftest import TINY, run_module
 from gpt.checkpoint import load_checkpoint
 from gpt.config import ModelConfig, TrainConfig
 from gpt.model import GPT
-from gpt.train import build_parser, lr_at
+from gpt.schedule import lr_at
+from gpt.train import build_parser
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: faster on one thread, and steady on a busy machine
 
@@ -79,102 +80,6 @@ def test_dropout_only_in_training_mode():
     assert torch.equal(model(idx)[0], model(idx)[0])
 
 
-def test_time_budget_arithmetic():
-    from gpt.time_budget import SAFETY, parse_duration, plan_iters
-
-    assert [parse_duration(s) for s in ("90s", "8m", "1.5h", "300")] == [90, 480, 5400, 300]
-    # 100 s x SAFETY, 10 s gone, 4 s for the end; each iteration 0.1 s + a 2 s evaluation every 10
-    expected = 20 + (100 * SAFETY - 10 - 4) / 0.3
-    assert abs(plan_iters(100, 10, 0.1, 2.0, 10, 20, 4.0) - expected) <= 1
-    assert plan_iters(5, 10, 0.1, 2.0, 10, 20, 4.0) == 20  # already over: stop at once, never go back
-
-
-def test_time_budget_decides_max_iters_once_and_resume_keeps_it(tmp_path, periodic_text_file):
-    """The decision (after warm-up + calibration steps) is printed, logged and saved; a resume continues
-    that schedule to its end without measuring again, and the learning rate decays over exactly those
-    iterations (the cpu preset's own 2,000 would leave it near its peak at the end)."""
-    args = ["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--time-budget", "12s",
-            "--eval_interval", "10"]
-    first = run_module("gpt.train", *args, "--stop-after", "26", env=ONE_THREAD)  # decided after 25 steps
-    assert first.returncode == 0, first.stderr[-2000:]
-    decided = [line for line in first.stdout.splitlines() if line.startswith("time budget 12 s: ")]
-    assert len(decided) == 1, first.stdout
-    n = int(decided[0].split(": ")[1].split()[0].replace(",", ""))
-    state = torch.load(tmp_path / "train_state.pt", weights_only=True)
-    assert state["time_budget"]["max_iters"] == n == json.loads(state["train_config"])["max_iters"]
-    assert state["time_budget"]["lr_decay_iters"] == n == json.loads(state["train_config"])["lr_decay_iters"]
-    assert state["iter"] == 26 < n
-    second = run_module("gpt.train", *args, "--resume", env=ONE_THREAD)
-    assert second.returncode == 0, second.stderr[-2000:]
-    assert "time budget" not in second.stdout
-    log = read_log(tmp_path)
-    assert log[-1]["iter"] == n and {row["max_iters"] for row in log if row["iter"] >= 26} == {n}
-    assert log[-1]["lr"] == pytest.approx(3e-4)  # TINY's --min_lr, reached at the last iteration
-
-
-def test_an_explicit_max_iters_turns_the_preset_budget_off_and_caps_a_given_one(tmp_path, periodic_text_file,
-                                                                                 capsys):
-    from gpt.train import main
-    from gpt.train_options import configs
-
-    assert configs(build_parser().parse_args(["--preset", "cpu"]))[2] == 480  # the preset's 8 minutes
-    assert configs(build_parser().parse_args(["--preset", "cpu", "--max_iters", "7"]))[2] is None
-    main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--time-budget", "10s",
-          "--max_iters", "30", "--eval_interval", "100"])
-    assert "time budget 10 s: 30 iterations" in capsys.readouterr().out and read_log(tmp_path)[-1]["iter"] == 30
-
-
-def test_the_budget_takes_the_median_step_so_a_stall_does_not_shrink_the_run():
-    """Five warm-up steps (untimed), then twenty timed ones, two of them stalled 30x: the plan uses 0.1 s."""
-    from gpt.time_budget import CALIBRATION_STEPS, WARMUP_STEPS, BudgetPlanner, plan_iters
-
-    planner = BudgetPlanner(100, started=0.0, eval_interval=10, final_factor=2)
-    planner.observe_eval(2.0)
-    steps = [1.0] * WARMUP_STEPS + [0.1] * (CALIBRATION_STEPS - 2) + [3.0, 3.0]
-    planned = [planner.observe_step(s, i + 1, 10.0, 0.0) for i, s in enumerate(steps)]
-    assert planned[:-1] == [None] * (len(steps) - 1) and planner.step_s == 0.1
-    assert planned[-1] == plan_iters(100, 10.0, 0.1, 2.0, 10, len(steps), 4.0)
-
-
-def test_the_plan_is_redone_from_the_pace_the_run_kept():
-    """Decided at iteration 25 from 0.1 s steps; the next 100 steps took 0.2 s each (and one 2 s evaluation):
-    at iteration 125 the plan is redone with 0.2 s, the evaluation about to run and the final one counted."""
-    from gpt.time_budget import CALIBRATION_STEPS, WARMUP_STEPS, BudgetPlanner, plan_iters
-
-    planner = BudgetPlanner(100, started=0.0, eval_interval=10, final_factor=2)
-    assert planner.replan(10, 5.0) is None  # nothing decided yet
-    planner.observe_eval(2.0)
-    steps = [0.1] * (WARMUP_STEPS + CALIBRATION_STEPS)
-    first = [planner.observe_step(s, i + 1, 10.0, 0.0) for i, s in enumerate(steps)][-1]
-    assert first == plan_iters(100, 10.0, 0.1, 2.0, 10, 25, 4.0)
-    assert planner.replan(25, 10.0) is None  # not a step since the decision
-    planner.observe_eval(2.0)
-    assert planner.replan(125, 10.0 + 100 * 0.2 + 2.0) == plan_iters(100, 32.0, 0.2, 2.0, 10, 125, 2.0 * 3)
-    assert planner.step_s == pytest.approx(0.2)
-
-
-def test_a_calibration_in_a_fast_phase_does_not_make_the_run_overrun(tmp_path, periodic_text_file, monkeypatch,
-                                                                      capsys, one_torch_thread):
-    """A shared machine's pace drifts: here the calibration is told its steps took a third of their time, so the
-    first plan is about three times too long; re-planned at each evaluation, the run still ends in its budget
-    (without the re-plans it took about 15 s), and the state holds the count it ran."""
-    import time
-
-    from gpt import time_budget
-    from gpt.train import main
-
-    observe = time_budget.BudgetPlanner.observe_step
-    monkeypatch.setattr(time_budget.BudgetPlanner, "observe_step", lambda self, s, *a: observe(self, s / 3, *a))
-    start = time.perf_counter()
-    main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--time-budget", "6s",
-          "--eval_interval", "20"])
-    wall = time.perf_counter() - start
-    out = capsys.readouterr().out
-    assert "re-planned from" in out and wall <= 9, (wall, out[-800:])
-    n = torch.load(tmp_path / "train_state.pt", weights_only=True)["time_budget"]["max_iters"]
-    assert read_log(tmp_path)[-1]["iter"] == n and f"time budget 6 s: {n:,} iterations (re-planned from" in out
-
-
 def test_evaluations_do_not_change_what_training_draws(tmp_path, periodic_text_file, one_torch_thread):
     """Evaluation draws from RNGs of its own: with dropout on, a run evaluating every 4 iterations ends with
     the weights, optimizer state, data position and torch RNG of one evaluating only at its start and end."""
@@ -212,22 +117,6 @@ def test_a_global_batch_the_processes_cannot_share_is_refused(tmp_path, periodic
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
-def test_a_five_second_budget_ends_in_four_to_eight_seconds(tmp_path, periodic_text_file, capsys):
-    """Timed from main() (after the imports a user waits for once): warm-up, calibration, evaluations, the
-    final full pass and the saves all fit; the decided max_iters is in the log and the state."""
-    import time
-
-    from gpt.train import main
-
-    start = time.perf_counter()
-    main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--time-budget", "5s",
-          "--eval_interval", "100"])
-    wall = time.perf_counter() - start
-    assert 4 <= wall <= 8, wall
-    n = torch.load(tmp_path / "train_state.pt", weights_only=True)["time_budget"]["max_iters"]
-    assert read_log(tmp_path)[-1]["iter"] == n and f"time budget 5 s: {n:,} iterations" in capsys.readouterr().out
-
-
 def test_a_cpu_without_bf16_trains_in_float32_and_says_so(tmp_path, periodic_text_file, monkeypatch, capsys):
     from gpt import precision
     from gpt.train import main
@@ -259,10 +148,27 @@ def test_the_probe_picks_bf16_only_when_measured_faster(monkeypatch, fp32_s, bf1
     from gpt import precision
 
     monkeypatch.setattr(precision, "bf16_hardware", lambda: "AMX")
-    monkeypatch.setattr(precision, "step_seconds", lambda m, x, dtype: bf16_s if dtype == torch.bfloat16 else fp32_s)
+    monkeypatch.setattr(precision, "interleaved_medians", lambda fns, rounds: [fp32_s, bf16_s])
     dtype, why = precision.choose_dtype(GPT(ModelConfig(block_size=8, n_layer=1, n_head=1, n_embd=8)), 2,
                                         torch.device("cpu"))
     assert dtype == chosen and f"measured {fp32_s / bf16_s:.2f}x float32 on this CPU's AMX" in why
+
+
+def test_the_probe_takes_turns_so_a_busy_spell_touches_both_precisions():
+    """Two candidates that cost the same, while the machine is busy (5x slower) for the first four calls: timed
+    one after the other, the first would measure busy and the second quiet; taking turns, both measure quiet."""
+    import time
+
+    from gpt.precision import PROBE_ROUNDS, interleaved_medians
+
+    calls = []
+
+    def candidate():
+        calls.append(None)
+        time.sleep(0.01 * (5 if len(calls) <= 4 else 1))
+
+    a, b = interleaved_medians([candidate, candidate], PROBE_ROUNDS)
+    assert len(calls) == 2 * (PROBE_ROUNDS + 1) and 0.6 < a / b < 1.6 and max(a, b) < 0.03
 
 
 def test_the_probe_leaves_the_run_as_it_was():
@@ -271,14 +177,10 @@ def test_the_probe_leaves_the_run_as_it_was():
 
     model = GPT(ModelConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8, dropout=0.5))
     before = torch.get_rng_state()
-    seconds = precision.step_seconds(model, torch.randint(0, 11, (2, 8)), torch.float32)
-    assert seconds > 0 and all(p.grad is None for p in model.parameters())
-    torch.set_rng_state(before)
-    probe_rng = torch.get_rng_state()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(precision, "bf16_hardware", lambda: "AMX")
         precision.choose_dtype(model, 2, torch.device("cpu"))
-    assert torch.equal(torch.get_rng_state(), probe_rng) and all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), before) and all(p.grad is None for p in model.parameters())
 
 
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
