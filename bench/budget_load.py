@@ -73,6 +73,9 @@ def under_load(name: str, budget: str, data_dir: Path) -> dict:
     return result
 
 
+HEADER = "| load | budget used | iterations | val loss | precision |\n|---|---:|---:|---:|---|\n"
+
+
 def table_row(r: dict) -> str:
     if "error" in r:
         return f"| {r['variant']} | failed: {r['error']} | | | |"
@@ -93,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(f"# The time budget under load ({args.budget} each, `cpu` preset)\n\n"
                             f"CPU: {cpu_model()}, 2 threads; load: {BUSY_PROCESSES} spinning Python processes. "
                             "Used: the command's wall time over the budget. Val loss: the best model's float32 "
-                            "full pass.\n\n| load | budget used | iterations | val loss | precision |\n"
-                            "|---|---|---|---|---|\n")
+                            "full pass.\n\n" + HEADER)
     results_path = args.out.with_suffix(".json")
     results = load_results(results_path, command_line("python -m bench.budget_load",
                                                       sys.argv[1:] if argv is None else list(argv)))

@@ -117,6 +117,14 @@ def recipes(files: dict[str, ResultFile], link: Link, name: str) -> str:
     return "\n".join(lines) + "\n\n" + source(f, link)
 
 
+def budget_load(files: dict[str, ResultFile], link: Link, name: str) -> str:
+    """bench.budget_load: the demo's training beside each scripted load."""
+    from bench.budget_load import HEADER, table_row
+
+    f = need(files, name)
+    return HEADER + "\n".join(table_row(r) for r in f.rows) + "\n\n" + source(f, link)
+
+
 def attention(files: dict[str, ResultFile], link: Link, name: str) -> str:
     """The CUDA attention benchmark: TFLOP/s and ms per backend and mode, and the training step per backend."""
     f = need(files, name)
@@ -222,7 +230,8 @@ def headline(files: dict[str, ResultFile], link: Link) -> str:
 
 TABLES: dict[str, Callable[..., str]] = {
     "figures": figures, "decode": decode, "report": bench_report, "serving": serving, "cluster": cluster,
-    "recipes": recipes, "attention": attention, "headline": headline, "speculative": speculative,
+    "recipes": recipes, "budget_load": budget_load, "attention": attention, "headline": headline,
+    "speculative": speculative,
 }
 
 

@@ -11,8 +11,11 @@ phase soon is the median), and the count grows as readily as it shrinks:
 
     max_iters = done + (budget x SAFETY - elapsed - final) / (step + evaluation / eval_interval)
 
-An evaluation's cost is kept in steps (its seconds over the pace when it ran), so it follows the pace as well;
-`final` is the last evaluation and the full val pass. An evaluation that would eat into the time the final one
+An evaluation's cost is kept in steps (its seconds over the pace when it ran), so it follows the pace as well,
+but never counts more than `EVAL_SLOWDOWN` x its last measured seconds: with two other programs spinning on
+a 2-core VM the training step slowed 7x and an evaluation (forward passes only) far less, and a reserve
+scaled with the steps ended that run at 93 % of its budget. `final` is the last evaluation and the full val
+pass. An evaluation that would eat into the time the final one
 needs is skipped (`eval_fits`). The schedule follows the plan through `Progress` (gpt/train.py): a re-plan
 bends the learning-rate line, it never jumps.
 
@@ -33,6 +36,7 @@ MIN_WINDOW_STEPS = 10  # the pace is a mean over at least this many steps...
 WINDOW_SHARE = 0.05  # ...and over the steps of the last 5 % of the budget (24 s of 8 minutes)
 REPLAN_EVERY = 10  # iterations between plans (the same iterations on every DDP rank)
 STALL = 3.0  # a step counts at most this many times the window's median in the pace
+EVAL_SLOWDOWN = 1.5  # an evaluation is budgeted at most this many times its last measured seconds
 PACE_CHANGE = 1.5  # a pace this much faster or slower than the one last reported gets a line
 SAFETY = 0.98  # headroom for the checkpoint writes and the noise of the last steps
 UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
@@ -73,6 +77,7 @@ class Deadline:
         self.window_total = 0.0
         self.steps_seen = 0
         self.unscaled_eval_s: float | None = None  # an evaluation timed before any pace was known
+        self.last_eval_s: float | None = None
         self.reported_pace: float | None = None
 
     @property
@@ -94,6 +99,7 @@ class Deadline:
 
     def observe_eval(self, seconds: float) -> None:
         """An evaluation's seconds, kept in steps of the pace it ran at (it slows and speeds up with them)."""
+        self.last_eval_s = seconds
         if self.pace is None:
             self.unscaled_eval_s = seconds
         else:
@@ -104,19 +110,24 @@ class Deadline:
         pace = self.pace
         if pace is None:
             return None
-        if self.unscaled_eval_s is not None:
-            self.eval_steps, self.unscaled_eval_s = max(self.eval_steps, self.unscaled_eval_s / pace), None
-        eval_s = self.eval_steps * pace
+        eval_s = self.eval_s(pace)
         planned = plan_iters(self.budget_s, now - self.started, pace, eval_s, self.eval_interval, done_iters,
                              eval_s * self.final_evals)
         return min(planned, self.cap) if self.cap else planned
+
+    def eval_s(self, pace: float) -> float:
+        """An evaluation's expected seconds at this pace."""
+        if self.unscaled_eval_s is not None:
+            self.eval_steps, self.unscaled_eval_s = max(self.eval_steps, self.unscaled_eval_s / pace), None
+        scaled = self.eval_steps * pace
+        return scaled if self.last_eval_s is None else min(scaled, EVAL_SLOWDOWN * self.last_eval_s)
 
     def eval_fits(self, now: float) -> bool:
         """Whether an evaluation now still leaves the final one its time before the deadline."""
         pace = self.pace
         if pace is None:
             return True
-        return self.left(now) >= (1 + self.final_evals) * self.eval_steps * pace
+        return self.left(now) >= (1 + self.final_evals) * self.eval_s(pace)
 
     def left(self, now: float) -> float:
         return self.budget_s - (now - self.started)
@@ -127,7 +138,7 @@ class Deadline:
         pace = self.pace
         if pace is None:
             return 1.0
-        eval_s = self.eval_steps * pace
+        eval_s = self.eval_s(pace)
         return max(0.0, min(1.0, (self.left(now) - (self.final_evals - 1) * eval_s) / eval_s))
 
     def pace_moved(self) -> tuple[float, float] | None:

@@ -228,6 +228,8 @@ def train(o: Options, dist: Dist, stop: StopRequest) -> int:
             if master and budget and it > start_iter and not budget.eval_fits(eval_start):
                 bar.write(f"iter {it}: evaluation skipped ({budget.left(eval_start):.1f} s left: kept for the "
                           "final one)")
+            elif master and budget and it > start_iter and max_iters - it < t.eval_interval // 4:
+                bar.write(f"iter {it}: evaluation skipped (the final one is {max_iters - it} iterations away)")
             elif master:
                 evaluate(it)
                 if budget:

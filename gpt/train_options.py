@@ -68,16 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
                    help="autocast dtype (auto: bfloat16 on CUDA; on a CPU bfloat16 only where it has AMX or "
-                        "AVX512-BF16 and a probe of the training step measures it faster, else float32; the "
+                        "AVX512-BF16 and the two, timed in turns, measure it faster (checked again on the run's "
+                        "own steps once its pace is steady), else float32; the "
                         "final val loss is always a float32 full pass)")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--resume", action="store_true", help=f"continue from --out-dir/{STATE}")
     p.add_argument("--stop-after", type=int, metavar="N",
                    help="stop (saving state for --resume) after iteration N, keeping the schedule of max_iters")
     p.add_argument("--time-budget", metavar="DURATION",
-                   help="end the whole run inside this wall time (90s, 8m, 1h): max_iters becomes what fits, measured "
-                        "over the first steps; 'off' to use max_iters (default: the preset's: cpu 8m, others off; "
-                        "an explicit --max_iters turns the preset's budget off, with --time-budget it is a cap)")
+                   help="end the whole run inside this wall time (90s, 8m, 1h): a deadline; max_iters becomes what "
+                        "fits, planned again every 10 iterations from the recent pace, and the schedule decays over "
+                        "it; 'off' to use max_iters (default: the preset's: cpu 8m, others off; an explicit "
+                        "--max_iters turns the preset's budget off, with --time-budget it is a cap)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     group = p.add_argument_group("config overrides (defaults come from the preset)")
     for f in (*fields(ModelConfig), *fields(TrainConfig)):

@@ -84,7 +84,8 @@ def test_the_pace_is_the_recent_past_so_the_plan_grows_back_after_a_busy_spell()
 
 
 def test_an_evaluation_is_counted_in_steps_and_never_eats_the_final_ones_time():
-    """An evaluation measured at 2 s while steps took 0.1 s costs 20 steps, whatever the pace later; one that
+    """An evaluation measured at 2 s while steps took 0.1 s costs 20 steps, so 1 s once steps take 0.05 s, and
+    at most 1.5x its measured 2 s when they slow down (a busy machine slows forward-only passes less). One that
     would leave the final evaluation and full pass (2 evaluations here) too little time does not fit; the last
     one shrinks to what is left."""
     from gpt.time_budget import WARMUP_STEPS, Deadline
@@ -97,11 +98,15 @@ def test_an_evaluation_is_counted_in_steps_and_never_eats_the_final_ones_time():
     assert d.eval_steps == pytest.approx(30)  # 3 s over 0.1 s
     d.observe_eval(2.0)
     assert d.eval_steps == pytest.approx(20)
+    for _ in range(150):
+        d.observe_step(0.05)
+    assert d.eval_s(d.pace) == pytest.approx(1.0)
     for _ in range(60):
-        d.observe_step(0.2)  # twice slower: an evaluation is now 4 s
-    assert d.eval_fits(100 - 12.1) and not d.eval_fits(100 - 11.9)  # itself + 2 final ones
-    assert d.final_eval_share(100 - 12.0) == 1 and d.final_eval_share(100 - 6.0) == pytest.approx(0.5)
-    assert d.final_eval_share(100 - 3.0) == 0
+        d.observe_step(0.2)  # four times slower: 20 steps would be 4 s; budgeted 3 s
+    assert d.eval_s(d.pace) == pytest.approx(3.0)
+    assert d.eval_fits(100 - 9.1) and not d.eval_fits(100 - 8.9)  # itself + 2 final ones
+    assert d.final_eval_share(100 - 9.0) == 1 and d.final_eval_share(100 - 4.5) == pytest.approx(0.5)
+    assert d.final_eval_share(100 - 2.0) == 0
 
 
 def test_the_schedule_follows_a_plan_that_moves_without_jumping():
