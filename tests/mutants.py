@@ -115,7 +115,7 @@ MUTANTS = [
            (("self.window_total - self.window[0] >= self.window_s:", "False:"),),
            ("tests/test_time_budget.py::test_the_pace_is_the_recent_past_so_the_plan_grows_back_after_a_busy_spell",)),
     Mutant("an evaluation runs whatever time is left", "gpt/time_budget.py",
-           (("        return self.left(now) >= (1 + self.final_evals) * self.eval_steps * pace\n",
+           (("        return self.left(now) >= (1 + self.final_evals) * self.eval_s(pace)\n",
              "        return True\n"),),
            ("tests/test_time_budget.py::test_an_evaluation_is_counted_in_steps_and_never_eats_the_final_ones_time",)),
     Mutant("gradient clipping silently off", "gpt/train.py",
