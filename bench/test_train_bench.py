@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 import torch
 
 from bench import common
@@ -94,3 +95,14 @@ def extern_fraction(step, steps: int = 2) -> float:
     events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
     total = sum(e.self_cpu_time_total for e in events)
     return sum(e.self_cpu_time_total for e in events if e.key in common.EXTERN_OPS) / max(total, 1e-9)
+
+
+def test_train_step_cost_itemises_a_step(pytestconfig, capsys):
+    """bench.train_step_cost: every part of the cpu preset's step, Muon's and AdamW's steps apart."""
+    from bench import train_step_cost
+
+    if not pytestconfig.getoption("--bench-smoke"):
+        pytest.skip("a probe run by hand: python -m bench.train_step_cost [--compile]")
+    assert train_step_cost.main(["--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert all(part in out for part in ("forward", "backward", "clip_grad_norm_", "Muon.step", "AdamW.step", "step"))
