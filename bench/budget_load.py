@@ -10,14 +10,13 @@ full-pass val loss. Runs go one after another; rows are appended to FILE.md (and
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 from bench.common import cpu_model
-from bench.recipes import load_results, run
+from bench.recipes import load_results, record, run
 from bench.results_files import command_line
 from gpt.errors import ArgumentParser, run_cli
 from gpt.time_budget import parse_duration
@@ -102,11 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                                                       sys.argv[1:] if argv is None else list(argv)))
     for name in args.loads or LOADS:
         result = under_load(name, args.budget, args.data_dir)
-        results["rows"].append(result)
-        results_path.write_text(json.dumps(results, indent=1) + "\n")
-        with args.out.open("a") as f:
-            f.write(table_row(result) + "\n")
-        print(table_row(result), flush=True)
+        record(results, results_path, args.out, result, table_row(result))
     return 0
 
 

@@ -108,6 +108,16 @@ def load_results(path: Path, command: str) -> dict:
     return results
 
 
+def record(results: dict, results_path: Path, out: Path, result: dict, row: str) -> None:
+    """Append a run's result to FILE.json and its table row to FILE.md (both as it ends: a stopped run keeps
+    what it measured), and print the row."""
+    results["rows"].append(result)
+    results_path.write_text(json.dumps(results, indent=1) + "\n")
+    with out.open("a") as f:
+        f.write(row + "\n")
+    print(row, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m bench.recipes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -132,11 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or VARIANTS:
         result = run(name, VARIANTS[name], length, args.data_dir)
         result["budget" if args.iters is None else "fixed_iters"] = args.iters or args.budget
-        results["rows"].append(result)
-        results_path.write_text(json.dumps(results, indent=1) + "\n")
-        with args.out.open("a") as f:
-            f.write(table_row(result) + "\n")
-        print(table_row(result), flush=True)
+        record(results, results_path, args.out, result, table_row(result))
     return 0
 
 

@@ -3,6 +3,7 @@ decisive (greedy text then cannot flip on 1e-6 noise between backends), and its 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,25 @@ TINY = ["--n_layer", "2", "--n_head", "2", "--n_embd", "32", "--block_size", "32
         "--batch_size", "16", "--learning_rate", "3e-3", "--min_lr", "3e-4", "--warmup_iters", "10",
         "--eval_iters", "5", "--no-compile", "--no-progress", "--dtype", "float32",  # no probe: same dtype every run
         "--lr_schedule", "cosine"]  # the fixtures' models stay what they were when a preset's recipe changes
+
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: faster on one thread, and steady on a busy machine
+
+
+def read_log(out: Path) -> list[dict]:
+    """A training run's log.jsonl rows."""
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def one_torch_thread():
+    """ONE_THREAD for a run in this process."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def run_module(module: str, *args: str, env: dict | None = None, timeout: float = 300,

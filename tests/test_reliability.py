@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, TINY, run_module
+from conftest import ONE_THREAD, ROOT, TINY, run_module
 
 from gpt import fsutil
 from gpt.checkpoint import STAGED, WEIGHTS, load_checkpoint, save_checkpoint
@@ -25,9 +25,6 @@ MAX_ITERS, EVAL = 48, 8
 REL = [*TINY, "--dropout", "0.1", "--eval_iters", "2", "--max_iters", str(MAX_ITERS), "--eval_interval", str(EVAL),
        "--optimizer", "adamw"]  # (the cpu preset's Muon has its own resume test)
 ARTIFACTS = {"config.json", "log.jsonl", "loss.png", "model.safetensors", "train_state.pt"}
-
-
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: 3x less CPU than two contending threads, same bits every run
 
 
 def train(data, out, *extra, env=None):

@@ -1,22 +1,15 @@
 """The time budget: a deadline the training loop keeps whatever the machine's pace does (gpt/time_budget.py),
 with the schedule following the plan (gpt/schedule.py)."""
 
-import json
 import time
 
 import pytest
 import torch
-from conftest import TINY, run_module
+from conftest import ONE_THREAD, TINY, read_log, run_module
 
 from gpt.config import TrainConfig
 from gpt.schedule import lr_at
 from gpt.train import build_parser
-
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: faster on one thread, and steady on a busy machine
-
-
-def read_log(out):
-    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
 def test_time_budget_arithmetic():
@@ -193,14 +186,6 @@ def test_a_budget_is_a_deadline_whatever_the_load(tmp_path, periodic_text_file, 
     assert 3e-4 <= read_log(tmp_path)[-1]["lr"] <= 3e-4 + 0.1 * 2.7e-3
     if load == "busy start, then quiet":
         assert "the pace moved" in out, out[-1500:]
-
-
-@pytest.fixture
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("probed, slower", [(torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32)])

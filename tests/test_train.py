@@ -2,28 +2,13 @@ import json
 
 import pytest
 import torch
-from conftest import TINY, run_module
+from conftest import TINY, read_log, run_module
 
 from gpt.checkpoint import load_checkpoint
 from gpt.config import ModelConfig, TrainConfig
 from gpt.model import GPT
 from gpt.schedule import lr_at
 from gpt.train import build_parser
-
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: faster on one thread, and steady on a busy machine
-
-
-def read_log(out):
-    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-
-
-@pytest.fixture
-def one_torch_thread():
-    """ONE_THREAD for a run in this process."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_training_lowers_the_loss_and_writes_every_artifact(tiny_ckpt, periodic_text_file):
