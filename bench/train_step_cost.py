@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from contextlib import nullcontext
 from dataclasses import asdict
 
 import torch
@@ -23,6 +22,7 @@ from gpt.config import ModelConfig, get_preset
 from gpt.errors import ArgumentParser, run_cli
 from gpt.model import GPT
 from gpt.optim import Optimizers
+from gpt.precision import autocast
 
 
 def timed_step(run, model: GPT, opt: Optimizers, x: torch.Tensor, y: torch.Tensor, amp) -> dict[str, float]:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     opt = Optimizers(model, t)
     dtype = getattr(torch, args.dtype)
     opt.use_dtype(dtype)
-    amp = torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else nullcontext()
+    amp = autocast(torch.device("cpu"), dtype)
     x, y = (torch.randint(0, 65, (t.batch_size, cfg.block_size)) for _ in range(2))
     print(f"{args.preset}: {model.num_params() / 1e6:.2f}M parameters, batch {t.batch_size} x {cfg.block_size}, "
           f"{t.optimizer}, {args.dtype}, {torch.get_num_threads()} threads, {cpu_model()}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -102,7 +103,7 @@ class Recheck:
     def __init__(self, chosen: torch.dtype, hardware: str):
         self.chosen, self.hardware = chosen, hardware
         self.other = torch.float32 if chosen == torch.bfloat16 else torch.bfloat16
-        self.recent: list[float] = []
+        self.recent: deque[float] = deque(maxlen=2 * STEADY_STEPS)
         self.start: int | None = None
         self.times: dict[torch.dtype, list[float]] = {torch.float32: [], torch.bfloat16: []}
 
@@ -114,7 +115,7 @@ class Recheck:
 
     def observe(self, it: int, dtype: torch.dtype, seconds: float) -> None:
         if self.start is None:
-            self.recent = [*self.recent, seconds][-2 * STEADY_STEPS:]
+            self.recent.append(seconds)
         elif it >= self.start and not self.complete:
             self.times[dtype].append(seconds)
 
@@ -122,7 +123,8 @@ class Recheck:
     def steady(self) -> bool:
         if self.start is not None or len(self.recent) < 2 * STEADY_STEPS:
             return False
-        a, b = statistics.median(self.recent[:STEADY_STEPS]), statistics.median(self.recent[STEADY_STEPS:])
+        recent = list(self.recent)
+        a, b = statistics.median(recent[:STEADY_STEPS]), statistics.median(recent[STEADY_STEPS:])
         return max(a, b) / min(a, b) <= STEADY_RATIO
 
     def begin(self, it: int) -> None:

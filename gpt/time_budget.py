@@ -15,9 +15,8 @@ An evaluation's cost is kept in steps (its seconds over the pace when it ran), s
 but never counts more than `EVAL_SLOWDOWN` x its last measured seconds: with two other programs spinning on
 a 2-core VM the training step slowed 7x and an evaluation (forward passes only) far less, and a reserve
 scaled with the steps ended that run at 93 % of its budget. `final` is the last evaluation and the full val
-pass. An evaluation that would eat into the time the final one
-needs is skipped (`eval_fits`). The schedule follows the plan through `Progress` (gpt/train.py): a re-plan
-bends the learning-rate line, it never jumps.
+pass. An evaluation that would eat into the time the final one needs is skipped (`eval_fits`). The schedule
+follows the plan through `Progress` (gpt/schedule.py): a re-plan bends the learning-rate line, never jumps.
 
 The latest plan and progress are saved in train_state.pt: `--resume` finishes that plan without re-planning
 (a resumed run has no deadline of its own; its schedule continues bit for bit).
@@ -96,6 +95,8 @@ class Deadline:
         self.window_total += seconds
         while len(self.window) > MIN_WINDOW_STEPS and self.window_total - self.window[0] >= self.window_s:
             self.window_total -= self.window.popleft()
+        if self.unscaled_eval_s is not None and (pace := self.pace) is not None:  # the first pace: now in steps
+            self.eval_steps, self.unscaled_eval_s = max(self.eval_steps, self.unscaled_eval_s / pace), None
 
     def observe_eval(self, seconds: float) -> None:
         """An evaluation's seconds, kept in steps of the pace it ran at (it slows and speeds up with them)."""
@@ -117,8 +118,6 @@ class Deadline:
 
     def eval_s(self, pace: float) -> float:
         """An evaluation's expected seconds at this pace."""
-        if self.unscaled_eval_s is not None:
-            self.eval_steps, self.unscaled_eval_s = max(self.eval_steps, self.unscaled_eval_s / pace), None
         scaled = self.eval_steps * pace
         return scaled if self.last_eval_s is None else min(scaled, EVAL_SLOWDOWN * self.last_eval_s)
 
