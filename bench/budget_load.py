@@ -19,7 +19,7 @@ from bench.common import cpu_model
 from bench.recipes import load_results, record, run
 from bench.results_files import command_line
 from gpt.errors import ArgumentParser, run_cli
-from gpt.time_budget import parse_duration
+from gpt.train.budget import parse_duration
 
 BUSY_PROCESSES = 2  # as many as the machine's cores on the 2-core VMs this project is measured on
 LOADS: dict[str, tuple[float, float | None] | None] = {  # (start, end) of the busy stretch in seconds from the

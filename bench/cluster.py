@@ -34,7 +34,7 @@ from bench.common import cpu_model
 from bench.load import LoadResult, run_load
 from bench.results_files import command_line, stamp
 from bench.serving import ROOT, TEMPERATURE, publish, server, val_prompts
-from gpt.decoders.ort_session import default_threads, open_session
+from gpt.decode.backends.ort_session import default_threads, open_session
 from gpt.errors import ArgumentParser, GPTError, run_cli
 from gpt.serve.options import RAY_STREAM_INTERVAL
 

@@ -108,7 +108,7 @@ def rounds_for(seconds_per_run: float, s: Sizes, min_rounds: int | None = None) 
 
 
 def decode_calls(prompt_len: int, new_tokens: int, block_size: int) -> list[tuple[int, int]]:
-    """(tokens fed, keys attended) of every forward call gpt.generate.generate makes: one prefill, then a
+    """(tokens fed, keys attended) of every forward call gpt.decode.loop.generate makes: one prefill, then a
     step per token, and a re-prefill of the last block_size // 2 tokens whenever the window overflows."""
     window = min(prompt_len, block_size)
     calls = [(window, window)]

@@ -7,7 +7,7 @@ machine description written into the pytest-benchmark JSON.
 
 Every backend gets the same weights (random-initialised: speed does not depend on training), the same
 thread count (torch.set_num_threads and onnxruntime intra_op threads), torch.inference_mode and the sdpa
-attention path (both inside gpt.decoders.torch_decoder), and a warm-up round before timing.
+attention path (both inside gpt.decode.backends.torch_decoder), and a warm-up round before timing.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def train_variants(config) -> list[str]:
 
 
 def thread_count(config) -> int:
-    from gpt.decoders.ort_session import default_threads
+    from gpt.decode.backends.ort_session import default_threads
 
     return config.getoption("--bench-threads") or default_threads()
 

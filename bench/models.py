@@ -42,9 +42,9 @@ class Artifacts:
         from export.genai import write_genai_config
         from export.graph import add_metadata, export_proto, serialize
         from export.quantize import SCHEMES, quantize
-        from gpt.checkpoint import save_checkpoint
         from gpt.fsutil import atomic_write_bytes
         from gpt.model import GPT
+        from gpt.model.checkpoint import save_checkpoint
         from gpt.tokenizer import CharTokenizer
 
         self.preset, self.dir = preset, root
@@ -94,7 +94,7 @@ def onnx_weight_bytes(path: Path) -> int:
 class GenaiLoop:
     """onnxruntime-genai's own generation loop (C++ greedy search, no Python per token) on our file, with our
     window policy done from outside: generate until block_size, keep the last block_size // 2 tokens, rewind,
-    append them, go on. `generate` has gpt.generate.generate's signature, for batch 1. Its search would stop a
+    append them, go on. `generate` has gpt.decode.loop.generate's signature, for batch 1. Its search would stop a
     row at the end-of-text token, which a character model lacks: `min_length` keeps it going (that token's
     logit is masked, so its greedy text may differ from ours; only its speed is compared)."""
 
@@ -127,7 +127,7 @@ class GenaiLoop:
 
 def open_backend(a: Artifacts, backend: str, threads: int):
     """The decoder a benchmark times for `backend` (a GenaiLoop for onnxruntime-genai's own loop)."""
-    from gpt.decoders import open_decoder
+    from gpt.decode.backends import open_decoder
 
     if backend == "genai-loop":
         return GenaiLoop(a.onnx["fp32"], threads)

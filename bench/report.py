@@ -80,7 +80,7 @@ def hardware_section(r: Results) -> str:
 
 def decode_section(r: Results) -> str:
     d = r.decode()
-    out = ["### Decode throughput (gpt.generate, temperature 0, 64-char prompt)", "",
+    out = ["### Decode throughput (gpt.decode.loop, temperature 0, 64-char prompt)", "",
            "× columns: speed-up over the PyTorch eager baselines of the same preset, batch and length. "
            "Limit = memory-bound tokens/s (weights read once per step for the whole batch + each sequence's KV "
            "cache at the run's average context) at the DRAM bandwidth and at the in-cache bandwidth for that "

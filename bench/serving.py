@@ -37,7 +37,7 @@ from bench.common import cpu_model
 from bench.engines import run_ours
 from bench.load import LoadResult, run_load, stream_one
 from export.genai import CONFIG as GENAI_CONFIG
-from gpt.decoders.ort_session import default_threads, open_session
+from gpt.decode.backends.ort_session import default_threads, open_session
 from gpt.errors import ArgumentParser, GPTError, run_cli
 from gpt.tokenizer import CharTokenizer
 

@@ -8,7 +8,7 @@ round (A B C A B C ...), medians over the rounds: the ratios compare figures tak
 
 Prompts are windows of the validation split, so the n-gram drafter meets text it has not indexed. Every
 speculative run's text is checked against plain decoding's for the same prompt and seed (they must be the
-same: `gpt.speculative`) before its time counts. Writes NAME.json (with its machine, date and command) and
+same: `gpt.decode.speculative.loop`) before its time counts. Writes NAME.json (with its machine, date and command) and
 NAME.md.
 """
 
@@ -25,13 +25,13 @@ import numpy as np
 
 from bench.results_files import stamp
 from bench.serving import ROOT, val_prompts
-from gpt.decoders.ort_decoder import open_onnx
-from gpt.drafters import check_speculative, open_drafter
+from gpt.decode.backends.ort_decoder import open_onnx
+from gpt.decode.loop import generate
+from gpt.decode.sampler import Sampler, SamplingParams
+from gpt.decode.speculative.drafters import check_speculative, open_drafter
+from gpt.decode.speculative.loop import DEFAULT_DRAFT_TOKENS, SpeculativeStats, generate_speculative
 from gpt.engine import Engine, Event, GenerationParams
 from gpt.errors import ArgumentParser, GPTError, run_cli
-from gpt.generate import generate
-from gpt.sampler import Sampler, SamplingParams
-from gpt.speculative import DEFAULT_DRAFT_TOKENS, SpeculativeStats, generate_speculative
 from gpt.tokenizer import CharTokenizer
 
 TEMPERATURES = (0.0, 0.8)
@@ -71,7 +71,7 @@ def open_drafters(args, model) -> dict:
 
 
 def our_runners(model, drafters: dict, tokens: int, draft_tokens: int) -> list[Runner]:
-    """Plain decoding (`gpt.generate`, what `gpt.sample --backend onnxruntime` runs) and one speculative runner per
+    """Plain decoding (`gpt.decode.loop`, what `gpt.sample --backend onnxruntime` runs) and one speculative runner per
     drafter, `tokens` new characters each."""
     runners = [Runner("plain", lambda ids, t, s: generate(model, ids, tokens, Sampler(SamplingParams(t, seed=s)))[0]
                       .tolist())]

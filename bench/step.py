@@ -6,7 +6,7 @@ Work per round, for `batch` rows: a 1-token prompt per row, then one step per co
 (the step at context c feeds the token at position c - 1 and attends over c positions), each step sampling
 one token per row at temperature 0.8 (no top-k, no top-p).
 
-    engine  SlotRunner.decode(tokens, lengths, batch) + gpt.sampler.sample_tokens with one uniform per row from
+    engine  SlotRunner.decode(tokens, lengths, batch) + gpt.decode.sampler.sample_tokens with one uniform per row from
             the row's own numpy Generator, as gpt.engine.core does (prefill: SlotRunner.prefill per row)
     genai   og.Generator on the same file with its genai_config.json (GeneratorParams batch_size = batch,
             do_sample, temperature 0.8, top_k 0, min_length = max_length = block_size so its end token never
@@ -61,7 +61,7 @@ class EngineLoop:
 
     def round(self, seed: int) -> np.ndarray:
         """µs of each step, indexed by context (0 and 1 unused)."""
-        from gpt.sampler import sample_tokens
+        from gpt.decode.sampler import sample_tokens
 
         B, runner = self.batch, self.runner
         rngs = [np.random.default_rng(seed + b) for b in range(B)]
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.rounds < 1 or args.threads < 1 or min(args.batch) < 1:
         raise GPTError("--rounds, --threads and --batch must be >= 1")
-    from gpt.decoders.ort_session import open_session
+    from gpt.decode.backends.ort_session import open_session
 
     _, meta = open_session(args.onnx, threads=1)
     print(f"step: {args.onnx} ({meta.n_layer} x {meta.n_head} x {meta.n_embd}, block {meta.block_size}, "

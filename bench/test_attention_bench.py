@@ -28,7 +28,7 @@ ROWS: list[tuple[str, ...]] = []
 
 
 def attention_fn(backend: str) -> Callable[..., torch.Tensor]:
-    from gpt.attention import naive_attention
+    from gpt.model.attention import naive_attention
     from kernels.attention import flash_attention
 
     def sdpa_flash(q, k, v):

@@ -1,6 +1,6 @@
 """Decode throughput and prefill latency of every backend on the same (random) weights.
 
-Decode: gpt.generate.generate (the loop `python -m gpt.sample` runs) with temperature 0, a 64-character
+Decode: gpt.decode.loop.generate (the loop `python -m gpt.sample` runs) with temperature 0, a 64-character
 prompt and 256 or 500 new tokens, batch 1 and 8 (`--num-samples 8`); tokens/s = batch x new tokens ÷ the
 median wall time of a whole generation (prefill and the re-prefills past block_size included).
 Each run is preceded by an untimed warm-up run of the same size (for torch.compile: two, the first compiles).
@@ -26,8 +26,8 @@ import pytest
 from bench import common
 from bench.models import prompt_ids
 from bench.timing import measure, run_timed, timed
-from gpt.generate import forced_logits, generate
-from gpt.sampler import Sampler, SamplingParams
+from gpt.decode.loop import forced_logits, generate
+from gpt.decode.sampler import Sampler, SamplingParams
 
 # How far below the reference's best logit a backend's greedy token may be: fp32 backends differ by rounding
 # only (1e-5); quantized weights move random-weight logits by tenths.

@@ -21,8 +21,8 @@ from bench.common import cpu_model
 from gpt.config import ModelConfig, get_preset
 from gpt.errors import ArgumentParser, run_cli
 from gpt.model import GPT
-from gpt.optim import Optimizers
-from gpt.precision import autocast
+from gpt.train.optim import Optimizers
+from gpt.train.precision import autocast
 
 
 def timed_step(run, model: GPT, opt: Optimizers, x: torch.Tensor, y: torch.Tensor, amp) -> dict[str, float]:

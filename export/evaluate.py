@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt.decoders.ort_decoder import open_onnx
+from gpt.decode.backends.ort_decoder import open_onnx
 from gpt.errors import GPTError
 from gpt.tokenizer import CharTokenizer
 

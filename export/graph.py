@@ -5,7 +5,7 @@
     onnx   the standard opset-23 `Attention` op per layer, concat-style cache: any opset-23 runtime.
     sdpa / naive   the model's own attention traced op by op (any opset >= 18), concat-style cache.
 
-Every layout runs the same `GPT.forward`; only the cache object differs (see `gpt.kv_cache`).
+Every layout runs the same `GPT.forward`; only the cache object differs (see `gpt.model.kv_cache`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from collections.abc import Iterator
 import torch
 import torch.nn as nn
 
-from gpt.attention import offset_causal_mask
+from gpt.decode.onnx_format import OnnxMeta, input_names, output_names
 from gpt.errors import GPTError
-from gpt.kv_cache import ConcatKVCache
 from gpt.model import GPT
-from gpt.onnx_format import OnnxMeta, input_names, output_names
+from gpt.model.attention import offset_causal_mask
+from gpt.model.kv_cache import ConcatKVCache
 from gpt.tokenizer import CharTokenizer
 
 ATTENTION = ("gqa", "onnx", "sdpa", "naive")

@@ -37,8 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from export.hf_model import gpt2_config, gpt2_state_dict
     from export.model_card import model_card, run_settings
-    from gpt.checkpoint import load_checkpoint
     from gpt.fsutil import atomic_write_bytes, atomic_write_text, check_new_dir, ensure_dir
+    from gpt.model.checkpoint import load_checkpoint
 
     check_new_dir(args.out)
     try:

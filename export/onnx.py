@@ -39,9 +39,9 @@ from export.evaluate import onnx_loss, val_tokens
 from export.graph import ATTENTION, DEFAULT_OPSET, add_metadata, check_opset, export_proto, serialize
 from export.quantize import SCHEMES, quantize
 from export.verify import TOLERANCE, check_model, node_count, parity, require_parity
-from gpt.checkpoint import load_checkpoint
 from gpt.errors import ArgumentParser, GPTError, run_cli
 from gpt.fsutil import atomic_write_bytes
+from gpt.model.checkpoint import load_checkpoint
 
 
 class Stages:

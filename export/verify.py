@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gpt.decoders.ort_decoder import open_onnx
+from gpt.decode.backends.ort_decoder import open_onnx
 from gpt.errors import GPTError
 from gpt.model import GPT
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from export.static_server import check_port, serve
-from gpt.decoders.ort_session import open_session
+from gpt.decode.backends.ort_session import open_session
 from gpt.errors import ArgumentParser, GPTError, run_cli
 
 WEB = Path(__file__).resolve().parents[1] / "web"

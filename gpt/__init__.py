@@ -13,26 +13,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gpt.api import TextGenerator
+from gpt.decode.generator import TextGenerator
 
 
 def load(path: str | Path, backend: str | None = None, speculative: str | None = None, draft_tokens: int = 4,
          ngram_text: str | Path | None = None, **options) -> TextGenerator:
     """Load a checkpoint directory (torch backend) or an `.onnx` file (onnxruntime backend).
 
-    `backend` defaults from the path; `options` are those of `gpt.decoders.open_decoder`
+    `backend` defaults from the path; `options` are those of `gpt.decode.backends.open_decoder`
     (threads, device, use_cache, compile). `speculative` (`ngram` or a draft model's .onnx file; a gqa file
     only) drafts up to `draft_tokens` characters per run of the model: the same text, faster
-    (`gpt.speculative`); `ngram_text` is the training text its index is built from the first time.
+    (`gpt.decode.speculative.loop`); `ngram_text` is the training text its index is built from the first time.
     """
-    from gpt.decoders import open_decoder
+    from gpt.decode.backends import open_decoder
 
     path = Path(path)
     backend = backend or ("onnxruntime" if path.suffix == ".onnx" else "torch")
     decoder = open_decoder(backend, path, **options)
     if speculative is None:
         return TextGenerator(decoder)
-    from gpt.drafters import check_speculative, open_drafter
+    from gpt.decode.speculative.drafters import check_speculative, open_drafter
 
     model = check_speculative(decoder, draft_tokens)
     return TextGenerator(model, open_drafter(speculative, model, options.get("threads"), ngram_text), draft_tokens)

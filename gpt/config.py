@@ -60,11 +60,11 @@ class TrainConfig:
     eval_iters: int = 200
     log_interval: int = 10
     gradient_accumulation_steps: int = 1
-    optimizer: str = "adamw"  # or "muon": Muon for the blocks' matrices, AdamW for the rest (gpt/optim.py)
+    optimizer: str = "adamw"  # or "muon": Muon for the blocks' matrices, AdamW for the rest (gpt/train/optim.py)
     muon_lr: float = 6e-3  # Muon's peak rate (AdamW-matched scale); the schedule scales it like learning_rate
-    lr_schedule: str = "cosine"  # or "wsd": warmup, stable at the peak, then a linear decay (gpt/schedule.py lr_at)
+    lr_schedule: str = "cosine"  # or "wsd": warmup, stable at the peak, then a linear decay (gpt/train/schedule.py)
     decay_fraction: float = 0.3  # wsd: the share of lr_decay_iters spent decaying to min_lr
-    ema_decay: float = 0.0  # > 0: evaluate and save a moving average of the weights instead (gpt/ema.py)
+    ema_decay: float = 0.0  # > 0: evaluate and save a moving average of the weights instead (gpt/train/ema.py)
 
 
 @dataclass

@@ -5,7 +5,7 @@ of this package (sampling, export, inspect, the web page) works on it.
 
 nanogpt   nanoGPT's character-level checkpoint (`ckpt.pt`, read with torch.load(weights_only=True)) and its
           dataset's `meta.pkl` (read by an unpickler that admits only dicts, lists, strings and ints): the same
-          architecture, so the weights carry over unchanged (see gpt/nanogpt.py).
+          architecture, so the weights carry over unchanged (see gpt/model/nanogpt.py).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from gpt.checkpoint import save_checkpoint
     from gpt.fsutil import check_new_dir
     from gpt.model import GPT
-    from gpt.nanogpt import load_nanogpt
+    from gpt.model.checkpoint import save_checkpoint
+    from gpt.model.nanogpt import load_nanogpt
 
     check_new_dir(args.out)
     ckpt = load_nanogpt(args.ckpt, args.meta)

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from gpt.data import DEFAULT_DATA_DIR
-from gpt.decoders import BACKENDS, open_decoder
-from gpt.drafters import SPECULATIVE_HELP, check_speculative, open_drafter
+from gpt.decode.backends import BACKENDS, open_decoder
+from gpt.decode.loop import MAX_NEW_TOKENS, MAX_NUM_SAMPLES, generate, prepare_prompt
+from gpt.decode.sampler import Sampler, SamplingParams
+from gpt.decode.speculative.drafters import SPECULATIVE_HELP, check_speculative, open_drafter
+from gpt.decode.speculative.loop import DEFAULT_DRAFT_TOKENS, SpeculativeStats, generate_speculative
 from gpt.errors import ArgumentParser, GPTError, run_cli
-from gpt.generate import MAX_NEW_TOKENS, MAX_NUM_SAMPLES, generate, prepare_prompt
-from gpt.sampler import Sampler, SamplingParams
-from gpt.speculative import DEFAULT_DRAFT_TOKENS, SpeculativeStats, generate_speculative
 from gpt.tokenizer import CharTokenizer
 
 

@@ -54,7 +54,7 @@ def _interpret_language() -> None:
     """Make triton.language's own @jit helpers (tl.sum, tl.max, tl.zeros, ...) callable by the interpreter.
 
     They are built when triton.language is first imported; if that happened before TRITON_INTERPRET was
-    set (torch.compile imports triton on its first compile, before gpt.attention imports this module
+    set (torch.compile imports triton on its first compile, before gpt.model.attention imports this module
     lazily), they are compiled-mode JITFunctions and an interpreted kernel cannot call them. Rebuilding
     them as InterpretedFunctions is a no-op when triton was imported after the variable was set.
     """

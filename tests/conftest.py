@@ -66,7 +66,7 @@ def periodic_text_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory, periodic_text_file) -> Path:
     """A 2-layer, 32-wide model trained for 300 steps on the periodic text (a few seconds)."""
-    from gpt.train import main
+    from gpt.train.loop import main
 
     out = tmp_path_factory.mktemp("ckpt")
     main(["--data", str(periodic_text_file), "--out-dir", str(out), *TINY, "--max_iters", "300",
@@ -89,7 +89,7 @@ def shakespeare_slice(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def shakespeare_ckpt(tmp_path_factory, shakespeare_slice) -> Path:
     """The tiny model trained 150 steps on real text with Muon (a few seconds)."""
-    from gpt.train import main
+    from gpt.train.loop import main
 
     out = tmp_path_factory.mktemp("ckpt-shakespeare")
     main(["--data", str(shakespeare_slice), "--out-dir", str(out), *TINY, "--max_iters", "150",

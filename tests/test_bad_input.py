@@ -432,7 +432,7 @@ def speculative_files(root, gqa, p: dict) -> None:
     an ngram index of another text, and with no index."""
     import onnx
 
-    from gpt.ngram import INDEX_FILE, NgramIndex
+    from gpt.decode.speculative.ngram import INDEX_FILE, NgramIndex
 
     p["gqa_onnx"] = gqa
     for name, key, change in (("other_vocab_onnx", "vocab", lambda v: json.dumps(json.loads(v)[::-1])),

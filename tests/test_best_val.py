@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import torch
 from conftest import TINY
 
-import gpt.train
-from gpt.checkpoint import load_checkpoint
+import gpt.train.loop
+from gpt.model.checkpoint import load_checkpoint
 
 ARGS = [*TINY, "--max_iters", "16", "--eval_interval", "4", "--optimizer", "adamw"]
 

@@ -11,12 +11,12 @@ import pytest
 from conftest import run_module, wait_until
 
 import gpt
-from gpt.decoders.ort_decoder import open_onnx
+from gpt.decode.backends.ort_decoder import open_onnx
+from gpt.decode.loop import generate, prepare_prompt
+from gpt.decode.sampler import Sampler, SamplingParams
 from gpt.engine import Engine, Event, GenerationParams, QueueFull
 from gpt.engine.request import StopText
 from gpt.errors import GPTError
-from gpt.generate import generate, prepare_prompt
-from gpt.sampler import Sampler, SamplingParams
 from gpt.tokenizer import CharTokenizer
 
 # block_size is 32: lengths from 1 to 40 characters (kept tail), 100 new tokens slide every window 3-4 times

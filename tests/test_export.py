@@ -17,11 +17,11 @@ import pytest
 import torch
 from conftest import PERIODIC_TEXT, ROOT, run_module
 
-from gpt.checkpoint import load_checkpoint
-from gpt.decoders.ort_decoder import OrtDecoder, open_onnx
-from gpt.decoders.ort_gqa_decoder import OrtGQADecoder
+from gpt.decode.backends.ort_decoder import OrtDecoder, open_onnx
+from gpt.decode.backends.ort_gqa_decoder import OrtGQADecoder
+from gpt.decode.onnx_format import FORMAT_VERSION, METADATA_KEYS, input_names, output_names
 from gpt.errors import GPTError
-from gpt.onnx_format import FORMAT_VERSION, METADATA_KEYS, input_names, output_names
+from gpt.model.checkpoint import load_checkpoint
 
 onnx = pytest.importorskip("onnx")
 
@@ -103,9 +103,9 @@ def test_prefill_and_decode_match_pytorch(exported, exported_std, model, layout,
 @pytest.mark.parametrize("backend", ["gqa", "onnx", "onnxruntime-genai"])
 def test_every_decode_step_matches_torch_recompute_across_re_prefills(exported, exported_std, tiny_ckpt, backend):
     """Per-step logits through the Decoder interface, within 1e-4 of the torch decoder recomputing the whole
-    window at every step, while gpt.generate feeds the same random ids past block_size (two re-prefills)."""
-    from gpt.decoders import open_decoder
-    from gpt.generate import forced_logits
+    window at every step, while gpt.decode.loop feeds the same random ids past block_size (two re-prefills)."""
+    from gpt.decode.backends import open_decoder
+    from gpt.decode.loop import forced_logits
 
     if backend == "onnxruntime-genai":
         pytest.importorskip("onnxruntime_genai")
@@ -125,8 +125,8 @@ def test_the_traced_sdpa_layout_exports_at_opset_18_and_decodes_like_pytorch(tin
     """`--attention sdpa --opset 18` (the model's own attention traced op by op, for older runtimes and
     onnxruntime-web): the export's parity gate passes, and every decode step matches torch recompute."""
     import export.onnx as ex
-    from gpt.decoders import open_decoder
-    from gpt.generate import forced_logits
+    from gpt.decode.backends import open_decoder
+    from gpt.decode.loop import forced_logits
 
     out = tmp_path / "sdpa18.onnx"
     assert ex.main(["--ckpt", str(tiny_ckpt), "--attention", "sdpa", "--opset", "18", "--out", str(out),

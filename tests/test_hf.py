@@ -12,9 +12,9 @@ import torch
 from conftest import run_module
 from safetensors import safe_open
 
-from gpt.checkpoint import load_checkpoint, save_checkpoint
 from gpt.config import ModelConfig
 from gpt.model import GPT
+from gpt.model.checkpoint import load_checkpoint, save_checkpoint
 from gpt.tokenizer import CharTokenizer
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # everything is local: never reach for the Hub

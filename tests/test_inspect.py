@@ -10,12 +10,12 @@ import json
 import pytest
 import torch
 
-from gpt.checkpoint import load_checkpoint
 from gpt.errors import GPTError
 from gpt.inspect import analysis
 from gpt.inspect.__main__ import main
 from gpt.inspect.capture import layer_norm_names, trace
 from gpt.inspect.report import FIGURES, JSON_NAME
+from gpt.model.checkpoint import load_checkpoint
 
 PROMPT = "the quick brown fox jumps"
 

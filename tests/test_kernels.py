@@ -16,9 +16,9 @@ import pytest
 import torch
 from conftest import ROOT, TINY, run_module
 
-from gpt.attention import naive_attention
 from gpt.config import ModelConfig
 from gpt.model import GPT
+from gpt.model.attention import naive_attention
 from kernels import attention as fa
 from kernels.attention import flash_attention
 
@@ -145,7 +145,7 @@ def test_rejects_bad_inputs(shapes, dtypes, match):
 
 def test_kernels_package_is_independent_and_interprets_on_cpu():
     """kernels imports nothing from gpt; on CPU it runs the interpreter even if triton was imported first
-    (what torch.compile does before gpt.attention's lazy import) - only the kernels' own launches count."""
+    (what torch.compile does before gpt.model.attention's lazy import) - only the kernels' own launches count."""
     for path in (ROOT / "kernels").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
@@ -217,8 +217,8 @@ def test_triton_attention_with_a_kv_cache_matches_recompute_every_step():
     the logits of recomputing the whole window, at every step and across a re-prefill."""
     import numpy as np
 
-    from gpt.decoders.torch_decoder import TorchDecoder
-    from gpt.generate import forced_logits
+    from gpt.decode.backends.torch_decoder import TorchDecoder
+    from gpt.decode.loop import forced_logits
 
     model = tiny_gpt("triton").eval()
     vocab = [chr(65 + i) for i in range(17)]

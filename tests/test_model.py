@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from gpt.checkpoint import load_checkpoint, save_checkpoint
 from gpt.config import ModelConfig, get_preset
 from gpt.errors import GPTError
 from gpt.model import GPT
+from gpt.model.checkpoint import load_checkpoint, save_checkpoint
 from gpt.tokenizer import CharTokenizer
 
 CFG = ModelConfig(vocab_size=65, block_size=48, n_layer=2, n_head=4, n_embd=64, dropout=0.0)
@@ -95,9 +95,9 @@ def test_compiled_decode_step_compiles_once_and_matches_eager(model):
     import numpy as np
     import torch._dynamo
 
-    from gpt.decoders.torch_decoder import TorchDecoder
-    from gpt.generate import generate
-    from gpt.sampler import Sampler, SamplingParams
+    from gpt.decode.backends.torch_decoder import TorchDecoder
+    from gpt.decode.loop import generate
+    from gpt.decode.sampler import Sampler, SamplingParams
 
     vocab = [chr(33 + i) for i in range(CFG.vocab_size)]
     torch._dynamo.reset()
@@ -119,8 +119,8 @@ def test_every_decode_step_matches_recompute_across_re_prefills():
     on random weights (every character of the window matters) through two re-prefills past block_size."""
     import numpy as np
 
-    from gpt.decoders.torch_decoder import TorchDecoder
-    from gpt.generate import forced_logits
+    from gpt.decode.backends.torch_decoder import TorchDecoder
+    from gpt.decode.loop import forced_logits
 
     torch.manual_seed(1)
     fresh = GPT(CFG).eval()

@@ -13,8 +13,8 @@ import torch
 from conftest import PERIODIC_TEXT, run_module
 from nanogpt_reference import GPT, GPTConfig, prepare_meta, train, write_files
 
-from gpt.checkpoint import load_checkpoint, model_config
 from gpt.convert import main as convert
+from gpt.model.checkpoint import load_checkpoint, model_config
 
 VARIANTS = {"nanogpt-defaults": dict(bias=False, flash=True, compiled=True, pad=7),
             "gpt2-layout": dict(bias=True, flash=False, compiled=False, pad=0)}

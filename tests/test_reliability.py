@@ -15,9 +15,9 @@ import torch
 from conftest import ONE_THREAD, ROOT, TINY, run_module
 
 from gpt import fsutil
-from gpt.checkpoint import STAGED, WEIGHTS, load_checkpoint, save_checkpoint
 from gpt.config import ModelConfig
 from gpt.model import GPT
+from gpt.model.checkpoint import STAGED, WEIGHTS, load_checkpoint, save_checkpoint
 from gpt.tokenizer import CharTokenizer
 
 MAX_ITERS, EVAL = 48, 8
@@ -229,7 +229,7 @@ def test_every_crash_point_of_a_save_leaves_the_old_or_the_new_checkpoint(tmp_pa
     for point, survivor in [("before-weights", 0), ("after-weights", 0), ("after-manifest", 1)]:
         out = tmp_path / point
         save_checkpoint(out, models[0], tok, iter=0)
-        monkeypatch.setattr("gpt.checkpoint.fault_point", stop_at(point))
+        monkeypatch.setattr("gpt.model.checkpoint.fault_point", stop_at(point))
         monkeypatch.setattr("gpt.fsutil.fault_point", stop_at(point))
         with pytest.raises(SystemExit):
             save_checkpoint(out, models[1], tok, iter=1)
@@ -265,7 +265,7 @@ TEARDOWN_SCRIPT = """
 import gc, json, sys, time, torch
 from pathlib import Path
 from torch.nn.parallel import DistributedDataParallel
-from gpt.distributed import gather, setup_distributed, teardown
+from gpt.train.distributed import gather, setup_distributed, teardown
 def gloo_threads():  # this process's threads that gloo started, by the names they give themselves
     names = []
     for task in Path("/proc/self/task").iterdir():
@@ -303,7 +303,7 @@ def test_teardown_stops_the_gloo_threads_so_no_rank_aborts_at_exit(tmp_path):
 
 
 def test_signal_handlers_are_restored_after_training():
-    from gpt.distributed import StopRequest
+    from gpt.train.distributed import StopRequest
 
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with StopRequest() as stop:

@@ -4,9 +4,9 @@ import sys
 import numpy as np
 from conftest import run_module
 
-from gpt.decoders.torch_decoder import TorchDecoder
-from gpt.generate import generate
-from gpt.sampler import Sampler, SamplingParams
+from gpt.decode.backends.torch_decoder import TorchDecoder
+from gpt.decode.loop import generate
+from gpt.decode.sampler import Sampler, SamplingParams
 from gpt.tokenizer import CharTokenizer
 
 
@@ -82,5 +82,5 @@ def test_python_api_generates_like_the_cli(tiny_ckpt):
 
 
 def test_importing_gpt_does_not_import_torch():
-    code = "import sys, gpt, gpt.sample, gpt.generate; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, gpt, gpt.sample, gpt.decode.loop; assert 'torch' not in sys.modules, 'torch imported'"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

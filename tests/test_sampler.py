@@ -3,9 +3,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gpt.decode.loop import generate
+from gpt.decode.sampler import Sampler, SamplingParams, filter_logits, softmax
 from gpt.errors import GPTError
-from gpt.generate import generate
-from gpt.sampler import Sampler, SamplingParams, filter_logits, softmax
 
 
 def test_top_k_keeps_exactly_k():

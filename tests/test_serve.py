@@ -269,7 +269,7 @@ def test_the_servers_onnxruntime_workers_sleep_between_ops_unless_told_to_spin(e
     """Spinning workers took the CPU the server's HTTP side and its clients needed on 2 cores (docs/serving.md):
     the engine gpt.serve builds has spinning off, unless --spin."""
     import gpt.engine
-    from gpt.decoders import ort_session
+    from gpt.decode.backends import ort_session
     from gpt.serve.__main__ import main
 
     monkeypatch.setattr(ort_session, "_spinning", True)  # the process's policy as it was, after the test

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from conftest import PERIODIC_TEXT
 
-from gpt.generate import generate
-from gpt.ngram import NgramDrafter, NgramIndex, self_match, suffix_array
-from gpt.sampler import Sampler, SamplingParams, filter_logits, softmax
-from gpt.speculative import Pacer, SpeculativeStats, generate_speculative, model_tokens
+from gpt.decode.loop import generate
+from gpt.decode.sampler import Sampler, SamplingParams, filter_logits, softmax
+from gpt.decode.speculative.loop import Pacer, SpeculativeStats, generate_speculative, model_tokens
+from gpt.decode.speculative.ngram import NgramDrafter, NgramIndex, self_match, suffix_array
 
 
 class TableModel:
     """A model whose logits after a prefix are a fixed random function of the whole prefix (so a wrong window or
-    position changes them), with both interfaces: `prefill`/`step` (gpt.generate) and `run` (the verifier)."""
+    position changes them), with both interfaces: `prefill`/`step` (gpt.decode.loop) and `run` (the verifier)."""
 
     def __init__(self, vocab_size: int = 3, block_size: int = 16, sharpness: float = 1.5, seed: int = 0):
         self.vocab, self.block_size = [chr(97 + i) for i in range(vocab_size)], block_size
@@ -178,7 +178,7 @@ def redraw_rule(rows, draft, params, uniforms):
 @pytest.mark.parametrize("rule", [argmax_rule, redraw_rule], ids=["argmax", "no residual"])
 def test_a_wrong_accept_rule_fails_the_distribution_test(monkeypatch, rule):
     """The same statistic lands far past the limit when the rule is not the model's own choice per position."""
-    import gpt.speculative as spec
+    import gpt.decode.speculative.loop as spec
 
     monkeypatch.setattr(spec, "accept_drafts", rule)
     assert chi_square(MODEL, [0], 3, SamplingParams(1.0), ArgmaxDrafter(MODEL), DRAWS) > 3 * LIMIT
@@ -215,8 +215,8 @@ def test_ngram_drafts_continue_the_training_text_and_the_text_so_far():
 
 
 def test_ngram_index_round_trips_and_is_checked(tmp_path):
+    from gpt.decode.speculative.ngram import INDEX_FILE, open_index
     from gpt.errors import GPTError
-    from gpt.ngram import INDEX_FILE, open_index
 
     vocab = sorted(set(PERIODIC_TEXT))
     model = tmp_path / "model.onnx"
@@ -237,8 +237,8 @@ def real_model(shakespeare_ckpt, shakespeare_slice, tmp_path_factory):
     its ngram index built from that text."""
     from conftest import run_module
 
-    from gpt.decoders.ort_decoder import open_onnx
-    from gpt.drafters import open_drafter
+    from gpt.decode.backends.ort_decoder import open_onnx
+    from gpt.decode.speculative.drafters import open_drafter
 
     out = tmp_path_factory.mktemp("spec") / "model.onnx"
     r = run_module("export.onnx", "--ckpt", str(shakespeare_ckpt), "--out", str(out), "--threads", "1",
@@ -270,7 +270,7 @@ def test_the_exported_model_writes_plain_decodings_text_with_ngram_drafts(real_m
 
 def test_the_engine_speculating_writes_the_text_it_writes_without(real_model, shakespeare_slice):
     """Alone (speculating) and five at once (past speculate_rows: plain batched steps), greedy and seeded: the
-    same texts as the engine without a drafter, and as gpt.generate; the drafts were kept."""
+    same texts as the engine without a drafter, and as gpt.decode.loop; the drafts were kept."""
     from gpt.engine import Engine, GenerationParams
 
     model, _ = real_model
@@ -324,7 +324,7 @@ def test_the_server_speculates_shows_it_in_metrics_and_refuses_a_bad_draft_token
 def test_a_draft_model_drafts_and_the_text_stays_plain_decodings(real_model, params):
     """The int8 copy of the model drafts for it (same vocabulary and block size, slightly different logits): the
     text is plain decoding's past block_size, most drafts are kept, some are not."""
-    from gpt.drafters import open_drafter
+    from gpt.decode.speculative.drafters import open_drafter
     from gpt.tokenizer import CharTokenizer
 
     model, _ = real_model

@@ -1,5 +1,5 @@
-"""The time budget: a deadline the training loop keeps whatever the machine's pace does (gpt/time_budget.py),
-with the schedule following the plan (gpt/schedule.py)."""
+"""The time budget: a deadline the training loop keeps whatever the machine's pace does (gpt/train/budget.py),
+with the schedule following the plan (gpt/train/schedule.py)."""
 
 import time
 
@@ -8,12 +8,12 @@ import torch
 from conftest import ONE_THREAD, TINY, read_log, run_module
 
 from gpt.config import TrainConfig
-from gpt.schedule import lr_at
-from gpt.train import build_parser
+from gpt.train.loop import build_parser
+from gpt.train.schedule import lr_at
 
 
 def test_time_budget_arithmetic():
-    from gpt.time_budget import SAFETY, parse_duration, plan_iters
+    from gpt.train.budget import SAFETY, parse_duration, plan_iters
 
     assert [parse_duration(s) for s in ("90s", "8m", "1.5h", "300")] == [90, 480, 5400, 300]
     # 100 s x SAFETY, 10 s gone, 4 s for the end; each iteration 0.1 s + a 2 s evaluation every 10
@@ -44,8 +44,8 @@ def test_a_budget_run_saves_its_plan_and_a_resume_finishes_it(tmp_path, periodic
 
 def test_an_explicit_max_iters_turns_the_preset_budget_off_and_caps_a_given_one(tmp_path, periodic_text_file,
                                                                                  capsys):
-    from gpt.train import main
-    from gpt.train_options import configs
+    from gpt.train.loop import main
+    from gpt.train.options import configs
 
     assert configs(build_parser().parse_args(["--preset", "cpu"]))[2] == 480  # the preset's 8 minutes
     assert configs(build_parser().parse_args(["--preset", "cpu", "--max_iters", "7"]))[2] is None
@@ -57,7 +57,7 @@ def test_an_explicit_max_iters_turns_the_preset_budget_off_and_caps_a_given_one(
 def test_the_pace_is_the_recent_past_so_the_plan_grows_back_after_a_busy_spell():
     """Warm-up steps are not timed; the pace is the mean of the last 5 % of the budget (at least 10 steps):
     after a slow spell passes out of that window the plan is the fast pace's again, longer than during it."""
-    from gpt.time_budget import MIN_WINDOW_STEPS, WARMUP_STEPS, Deadline, plan_iters
+    from gpt.train.budget import MIN_WINDOW_STEPS, WARMUP_STEPS, Deadline, plan_iters
 
     d = Deadline(100, started=0.0, eval_interval=10, eval_steps=20, final_evals=2)
     for _ in range(WARMUP_STEPS + MIN_WINDOW_STEPS - 1):
@@ -81,7 +81,7 @@ def test_an_evaluation_is_counted_in_steps_and_never_eats_the_final_ones_time():
     at most 1.5x its measured 2 s when they slow down (a busy machine slows forward-only passes less). One that
     would leave the final evaluation and full pass (2 evaluations here) too little time does not fit; the last
     one shrinks to what is left."""
-    from gpt.time_budget import WARMUP_STEPS, Deadline
+    from gpt.train.budget import WARMUP_STEPS, Deadline
 
     d = Deadline(100, started=0.0, eval_interval=10, eval_steps=5, final_evals=2)
     d.observe_eval(3.0)  # at iteration 0: no pace yet, kept in seconds until there is one
@@ -105,7 +105,7 @@ def test_an_evaluation_is_counted_in_steps_and_never_eats_the_final_ones_time():
 def test_the_schedule_follows_a_plan_that_moves_without_jumping():
     """With a fixed end, progress is (it - warmup) / (end - warmup), the plain schedule; when the plan moves the
     learning rate bends from where it is: wsd stays at its peak until the iterations left are its decay share."""
-    from gpt.schedule import Progress
+    from gpt.train.schedule import Progress
 
     t = TrainConfig(learning_rate=1.0, min_lr=0.0, warmup_iters=10, lr_decay_iters=110, lr_schedule="wsd",
                     decay_fraction=0.2)
@@ -126,7 +126,7 @@ def test_the_schedule_follows_a_plan_that_moves_without_jumping():
 def slow_steps(monkeypatch, extra):
     """Make gpt.train's steps slower the way another program does: after each real step, sleep
     extra(share of the run's time so far, the step's seconds) seconds."""
-    import gpt.train
+    import gpt.train.loop
 
     step, start = gpt.train.train_step, time.perf_counter()
 
@@ -169,7 +169,7 @@ def test_a_budget_is_a_deadline_whatever_the_load(tmp_path, periodic_text_file, 
     budget.)"""
     import matplotlib.pyplot  # noqa: F401  (imported once per process: not the budget's to pay in a test)
 
-    from gpt.train import main
+    from gpt.train.loop import main
 
     slow_steps(monkeypatch, stall_once(0.5 * BUDGET_S, 1.5) if LOADS[load] == "stall" else LOADS[load])
     start = time.perf_counter()
@@ -194,7 +194,7 @@ def test_the_precision_is_checked_again_on_the_runs_own_steps(tmp_path, periodic
     """The start-up probe chose `probed` (as a busy minute can make it), but the run's own steps in that
     precision are the slow ones: once the pace is steady the two take turns, the run switches, says so in one
     line, and the state keeps the new precision."""
-    import gpt.train
+    import gpt.train.loop
 
     monkeypatch.setattr(gpt.train, "bf16_hardware", lambda: "AMX")
     monkeypatch.setattr(gpt.train, "choose_dtype", lambda *a: (probed, f"{probed} (probed)"))
@@ -222,8 +222,8 @@ def test_gradient_clipping_bounds_the_step_a_huge_loss_takes(tmp_path, periodic_
     gradient every optimizer step receives has norm <= 1, and Adam's second moments stay small; with
     --grad_clip 0 that step's gradient is the huge one."""
     from gpt import fsutil
-    from gpt.optim import Optimizers
-    from gpt.train import main
+    from gpt.train.loop import main
+    from gpt.train.optim import Optimizers
 
     norms, second_moments = [], []
     step = Optimizers.step

@@ -4,11 +4,11 @@ import pytest
 import torch
 from conftest import TINY, read_log, run_module
 
-from gpt.checkpoint import load_checkpoint
 from gpt.config import ModelConfig, TrainConfig
 from gpt.model import GPT
-from gpt.schedule import lr_at
-from gpt.train import build_parser
+from gpt.model.checkpoint import load_checkpoint
+from gpt.train.loop import build_parser
+from gpt.train.schedule import lr_at
 
 
 def test_training_lowers_the_loss_and_writes_every_artifact(tiny_ckpt, periodic_text_file):
@@ -68,7 +68,7 @@ def test_dropout_only_in_training_mode():
 def test_evaluations_do_not_change_what_training_draws(tmp_path, periodic_text_file, one_torch_thread):
     """Evaluation draws from RNGs of its own: with dropout on, a run evaluating every 4 iterations ends with
     the weights, optimizer state, data position and torch RNG of one evaluating only at its start and end."""
-    from gpt.train import main
+    from gpt.train.loop import main
 
     ends = []
     for every in (4, 16):
@@ -90,9 +90,9 @@ def test_evaluations_do_not_change_what_training_draws(tmp_path, periodic_text_f
 def test_a_global_batch_the_processes_cannot_share_is_refused(tmp_path, periodic_text_file, monkeypatch):
     """The global batch is batch_size x gradient_accumulation_steps whatever the number of processes: 3
     accumulation steps do not split over 2 processes (1 each would train on 2/3 of the batch asked for)."""
-    import gpt.train
-    from gpt.distributed import Dist
+    import gpt.train.loop
     from gpt.errors import GPTError
+    from gpt.train.distributed import Dist
 
     monkeypatch.setattr(gpt.train, "setup_distributed", lambda name: (Dist(0, 0, world=2), torch.device("cpu")))
     with pytest.raises(GPTError, match=r"--gradient_accumulation_steps \(3\) must be a multiple of the number of "
@@ -104,7 +104,7 @@ def test_a_global_batch_the_processes_cannot_share_is_refused(tmp_path, periodic
 
 def test_a_cpu_without_bf16_trains_in_float32_and_says_so(tmp_path, periodic_text_file, monkeypatch, capsys):
     from gpt import precision
-    from gpt.train import main
+    from gpt.train.loop import main
 
     monkeypatch.setattr(precision, "bf16_hardware", lambda: None)
     main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--max_iters", "2", "--dtype", "auto"])
@@ -115,7 +115,7 @@ def test_a_cpu_without_bf16_trains_in_float32_and_says_so(tmp_path, periodic_tex
 
 def test_a_resume_keeps_the_dtype_auto_chose_without_probing_again(tmp_path, periodic_text_file, monkeypatch,
                                                                    capsys):
-    import gpt.train
+    import gpt.train.loop
 
     args = ["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--max_iters", "4", "--dtype", "auto"]
     monkeypatch.setattr(gpt.train, "choose_dtype", lambda *a: (torch.bfloat16, "bfloat16 autocast (probed)"))
@@ -144,7 +144,7 @@ def test_the_probe_takes_turns_so_a_busy_spell_touches_both_precisions():
     one after the other, the first would measure busy and the second quiet; taking turns, both measure quiet."""
     import time
 
-    from gpt.precision import PROBE_ROUNDS, interleaved_medians
+    from gpt.train.precision import PROBE_ROUNDS, interleaved_medians
 
     calls = []
 
@@ -171,7 +171,7 @@ def test_the_probe_leaves_the_run_as_it_was():
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
     from dataclasses import replace
 
-    from gpt.optim import Optimizers
+    from gpt.train.optim import Optimizers
 
     model = GPT(ModelConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8))
     adamw, muon = Optimizers(model, replace(TrainConfig(), optimizer="muon", muon_lr=0.02)).parts
@@ -191,7 +191,7 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
                                                      (1.0, float("nan"), "gradient norm became nan at iteration 7")])
 def test_a_non_finite_loss_or_gradient_norm_stops_training(tmp_path, loss, grad_norm, message):
     from gpt.errors import GPTError
-    from gpt.train import check_finite, grad_scaler
+    from gpt.train.loop import check_finite, grad_scaler
 
     scaler = grad_scaler(torch.float32, torch.device("cpu"))
     with pytest.raises(GPTError, match=message):
@@ -221,9 +221,9 @@ def test_the_reported_val_loss_is_an_independent_full_pass(shakespeare_ckpt, sha
 
 
 def test_our_muon_is_torchs_muon_and_runs_in_float32_too():
-    """gpt/muon.py with a bfloat16 iteration = torch.optim.Muon ("match_rms_adamw"), bit for bit over three
+    """gpt/train/muon.py with a bfloat16 iteration = torch.optim.Muon ("match_rms_adamw"), bit for bit over three
     steps; in float32 its orthogonalized update has every singular value near 1."""
-    from gpt.muon import Muon, orthogonalize
+    from gpt.train.muon import Muon, orthogonalize
 
     torch.manual_seed(0)
     ours = [torch.nn.Parameter(torch.randn(n, m) * 0.02) for n, m in ((24, 72), (96, 24))]

@@ -3,7 +3,7 @@
 The site is built from the tiny model's two exports, served on loopback by `export.web --serve`'s server (with
 the COOP/COEP headers), and driven by Selenium with Debian's chromium + chromium-driver: greedy text past block_size
 must equal `python -m gpt.sample --backend onnxruntime --temperature 0` on the same file. The loop of gpt.js is also
-checked call by call against gpt.generate under Node, with a decoder that records what it is asked.
+checked call by call against gpt.decode.loop under Node, with a decoder that records what it is asked.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from conftest import run_module
 
 from export.static_server import make_server
 from export.web import check_on_wasm, pinned_version
-from gpt.decoders.ort_session import open_session
+from gpt.decode.backends.ort_session import open_session
+from gpt.decode.loop import generate
+from gpt.decode.sampler import Sampler, SamplingParams, filter_logits
 from gpt.errors import GPTError
-from gpt.generate import generate
-from gpt.sampler import Sampler, SamplingParams, filter_logits
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -139,7 +139,7 @@ def test_prompt_outside_the_vocabulary_is_a_clear_message(browser, urls):
 
 
 def test_generation_loop_matches_gpt_generate_call_by_call(sites):
-    """gpt.js's `generate` and gpt.generate's, on a decoder that logs each call and answers a fixed token per
+    """gpt.js's `generate` and gpt.decode.loop's, on a decoder that logs each call and answers a fixed token per
     call: the same prefill windows and steps, for lengths up to and past 3 x block_size."""
     block, vocab, prompt = 8, 5, [1, 2, 3]
     script = f"""
@@ -189,7 +189,7 @@ def test_generation_loop_matches_gpt_generate_call_by_call(sites):
 
 
 def test_top_k_and_top_p_keep_the_tokens_gpt_generate_keeps(sites):
-    """gpt.js's filterLogits against gpt.generate.filter_logits on random logits (rounded, so with ties)."""
+    """gpt.js's filterLogits against gpt.decode.loop.filter_logits on random logits (rounded, so with ties)."""
     rng = np.random.default_rng(0)
     cases = []
     for _ in range(300):

@@ -1,12 +1,12 @@
 // The page's model code, with no framework: the file's metadata, a decoder for each export layout on
-// onnxruntime-web's wasm backend, the sampler, and the generation loop of gpt/generate.py (same window policy
+// onnxruntime-web's wasm backend, the sampler, and the generation loop of gpt/decode/loop.py (same window policy
 // past block_size, so greedy text equals `python -m gpt.sample --backend onnxruntime --temperature 0`).
 // Runs in a browser and under Node (export.web's check of a site's model runs it there: web/check.mjs).
 import * as ort from './ort.wasm.min.mjs';
 
 export { ort };
 
-const FORMAT_VERSION = '3'; // gpt/onnx_format.py
+const FORMAT_VERSION = '3'; // gpt/decode/onnx_format.py
 const METADATA_KEYS = ['vocab', 'block_size', 'n_layer', 'n_head', 'n_embd', 'layout', 'format_version'];
 const EXPORT_HINT = 'export one with `python -m export.onnx --ckpt out`';
 
@@ -47,7 +47,7 @@ export function readMetadataProps(bytes) {
   return props;
 }
 
-/** What the sampler needs, from the metadata alone (as gpt.onnx_format.parse_metadata), or a one-line Error. */
+/** What the sampler needs, from the metadata alone (as gpt.decode.onnx_format.parse_metadata), or a one-line Error. */
 export function parseMetadata(props) {
   if ('format_version' in props && props.format_version !== FORMAT_VERSION) {
     throw new Error(`the model has format_version ${props.format_version}; this page reads ${FORMAT_VERSION}`);
@@ -126,7 +126,7 @@ export async function openModel(bytes, numThreads) {
   return new Decoder(await ort.InferenceSession.create(bytes, options), meta);
 }
 
-/** Sampling options checked as gpt.generate.SamplingParams checks them; returns an Error message or ''. */
+/** Sampling options checked as gpt.decode.sampler.SamplingParams checks them; returns an Error message or ''. */
 export function checkParams({ temperature, topK, topP, seed, length }) {
   if (!(temperature >= 0)) return `temperature must be >= 0 (0 = greedy), got ${temperature}`;
   if (!(Number.isInteger(topK) && topK >= 0)) return `top-k must be an integer >= 0 (0 = off), got ${topK}`;
@@ -156,7 +156,7 @@ function softmax(x) {
   return e.map((v) => v / sum);
 }
 
-/** gpt.generate.filter_logits: -Infinity outside the top-k (exactly k, ties by index) and outside the smallest
+/** gpt.decode.sampler.filter_logits: -Infinity outside the top-k (exactly k, ties by index) and outside the smallest
  * set whose probability >= top_p. */
 export function filterLogits(logits, topK, topP) {
   const x = Array.from(logits);
@@ -171,7 +171,7 @@ export function filterLogits(logits, topK, topP) {
   return x;
 }
 
-/** Temperature, top-k and top-p as gpt.generate.Sampler does them; temperature 0 is argmax (first on ties). */
+/** Temperature, top-k and top-p as gpt.decode.sampler.Sampler does them; temperature 0 is argmax (first on ties). */
 export function makeSampler({ temperature, topK, topP, seed }) {
   const rand = random(seed);
   return (logits) => {
@@ -188,7 +188,7 @@ export function makeSampler({ temperature, topK, topP, seed }) {
   };
 }
 
-/** Prompt ids (gpt.generate.prepare_prompt): empty starts from a newline; too long keeps its tail. */
+/** Prompt ids (gpt.decode.loop.prepare_prompt): empty starts from a newline; too long keeps its tail. */
 export function encodePrompt(vocab, prompt, blockSize) {
   const chars = Array.from(prompt === '' ? (vocab.includes('\n') ? '\n' : vocab[0]) : prompt);
   const unknown = [...new Set(chars.filter((c) => !vocab.includes(c)))].sort();
@@ -200,7 +200,7 @@ export function encodePrompt(vocab, prompt, blockSize) {
   return chars.slice(-blockSize).map((c) => vocab.indexOf(c));
 }
 
-/** Yields `count` new token ids: gpt.generate.generate for one sample, the same windows past block_size. */
+/** Yields `count` new token ids: gpt.decode.loop.generate for one sample, the same windows past block_size. */
 export async function* generate(decoder, promptIds, count, sampler) {
   const block = decoder.blockSize;
   let window = promptIds.slice(-block);

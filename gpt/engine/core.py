@@ -12,11 +12,12 @@ Each loop iteration, in order:
              GroupQueryAttention refuses rows that each append several tokens in one batched run): one run
              then writes 1 + the accepted drafts. Past that load the plain batched step is cheaper per character.
 
-The window policy is `gpt.generate`'s, per row: a window that would pass block_size keeps its last
+The window policy is `gpt.decode.loop`'s, per row: a window that would pass block_size keeps its last
 block_size // 2 tokens and re-prefills them into its own slot. So a request's tokens do not depend on what
 else shares the batch: greedy text equals `gpt.sample --temperature 0`, a seeded request is the same alone or
 under load, speculating or not: a speculative row spends its RNG's draws exactly as a plain one does
-(`gpt.speculative`). An exception inside one request ends that request with an error event; the loop goes on.
+(`gpt.decode.speculative.loop`). An exception inside one request ends that request with an error event; the loop
+goes on.
 """
 
 from __future__ import annotations
@@ -32,12 +33,19 @@ from pathlib import Path
 
 import numpy as np
 
+from gpt.decode.loop import encode_prompt
+from gpt.decode.sampler import SamplingParams, sample_tokens
+from gpt.decode.speculative.loop import (
+    DEFAULT_DRAFT_TOKENS,
+    Drafter,
+    Pacer,
+    Uniforms,
+    accept_drafts,
+    check_draft_tokens,
+)
 from gpt.engine.request import Event, GenerationParams, Request, StopText
 from gpt.engine.runner import SlotRunner
 from gpt.errors import GPTError
-from gpt.generate import encode_prompt
-from gpt.sampler import SamplingParams, sample_tokens
-from gpt.speculative import DEFAULT_DRAFT_TOKENS, Drafter, Pacer, Uniforms, accept_drafts, check_draft_tokens
 from gpt.tokenizer import CharTokenizer
 
 log = logging.getLogger("gpt.engine")
@@ -61,7 +69,7 @@ class _Slot:
     window: list[int]  # the ids of the current window: its first `cached` are in this slot's cache rows
     sampling: SamplingParams
     uniforms: Uniforms  # the request's draws, one per token
-    pacer: Pacer  # whether drafting pays for this request (gpt.speculative.Pacer)
+    pacer: Pacer  # whether drafting pays for this request (gpt.decode.speculative.loop.Pacer)
     draft_tokens: int = 0
     cached: int = 0
     generated: int = 0
@@ -80,10 +88,10 @@ class Engine:
                  max_queue: int = DEFAULT_MAX_QUEUE, prefill_chunk: int = 0, speculative: str | None = None,
                  draft_tokens: int = DEFAULT_DRAFT_TOKENS, speculate_rows: int = DEFAULT_SPECULATE_ROWS,
                  drafter: Drafter | None = None, adaptive: bool = True, **drafter_options):
-        """`speculative`: `ngram` or a draft model's .onnx file (`gpt.drafters.open_drafter`, with
+        """`speculative`: `ngram` or a draft model's .onnx file (`gpt.decode.speculative.drafters.open_drafter`, with
         `drafter_options`), or pass a `drafter`; `draft_tokens` per verify run (a request may ask for fewer,
         or 0); rows verify their drafts while at most `speculate_rows` decode, and each while drafting pays for it
-        (`adaptive`, `gpt.speculative.Pacer`)."""
+        (`adaptive`, `gpt.decode.speculative.loop.Pacer`)."""
         if max_queue < 0:
             raise GPTError(f"--max-queue must be >= 0, got {max_queue}")
         if prefill_chunk < 0:
@@ -92,7 +100,7 @@ class Engine:
             raise GPTError(f"--speculate-rows must be >= 0, got {speculate_rows}")
         self.runner = SlotRunner(path, slots, threads)
         if speculative is not None:
-            from gpt.drafters import open_drafter
+            from gpt.decode.speculative.drafters import open_drafter
 
             check_draft_tokens(draft_tokens, self.runner.block_size)
             drafter = open_drafter(speculative, self.runner, threads, **drafter_options)
@@ -373,7 +381,7 @@ class Engine:
             return
         slot.window.append(token)
         slot.history.append(token)
-        if len(slot.window) > self.block_size:  # gpt.generate's window policy, for this row alone
+        if len(slot.window) > self.block_size:  # gpt.decode.loop's window policy, for this row alone
             slot.window, slot.cached = slot.window[-(self.block_size // 2):], 0
 
     def _fail(self, i: int, message: str, code: str) -> None:

@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gpt.decode.loop import MAX_NEW_TOKENS
+from gpt.decode.sampler import SamplingParams
 from gpt.errors import GPTError
-from gpt.generate import MAX_NEW_TOKENS
-from gpt.sampler import SamplingParams
 
 MAX_STOP = 4  # OpenAI's limit on stop strings
 

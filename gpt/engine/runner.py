@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from gpt.decoders.ort_session import check_signature, open_session
+from gpt.decode.backends.ort_session import check_signature, open_session
+from gpt.decode.onnx_format import OnnxMeta, input_names, output_names
 from gpt.errors import GPTError
-from gpt.onnx_format import OnnxMeta, input_names, output_names
 
 
 @dataclass

@@ -70,9 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.top_k < 1:
         raise GPTError(f"--top-k must be >= 1, got {args.top_k}")
     start = time.perf_counter()
-    from gpt.checkpoint import load_checkpoint
     from gpt.fsutil import ensure_dir
     from gpt.inspect.report import analyse, write_report
+    from gpt.model.checkpoint import load_checkpoint
 
     model, tokenizer, _ = load_checkpoint(args.ckpt)
     config = model.config

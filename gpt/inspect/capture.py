@@ -2,7 +2,7 @@
 
 The hooks exist only inside `recording`, so the model, its training and its export are untouched and pay
 nothing otherwise. Attention probabilities are recomputed from the q and k the layer itself produced, with
-the naive backend's explicit softmax (`gpt.attention.attention_weights`): the backend the model runs (sdpa,
+the naive backend's explicit softmax (`gpt.model.attention.attention_weights`): the backend the model runs (sdpa,
 triton) never materialises them.
 """
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from gpt.attention import attention_weights
 from gpt.model import GPT
+from gpt.model.attention import attention_weights
 
 
 @dataclass

@@ -46,7 +46,7 @@ def serve_here(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise GPTError(f"gpt.serve needs its extra: pip install 'shakespeare-gpt[serve]' ({e.name} is missing)"
                        ) from None
-    from gpt.decoders.ort_session import spin_workers
+    from gpt.decode.backends.ort_session import spin_workers
     from gpt.engine import Engine
 
     spin_workers(args.spin)  # the HTTP side and the clients share these cores

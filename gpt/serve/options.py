@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from gpt.data import DEFAULT_DATA_DIR
-from gpt.drafters import SPECULATIVE_HELP
+from gpt.decode.speculative.drafters import SPECULATIVE_HELP
+from gpt.decode.speculative.loop import DEFAULT_DRAFT_TOKENS
 from gpt.engine import DEFAULT_MAX_QUEUE, DEFAULT_SLOTS
 from gpt.engine.core import DEFAULT_SPECULATE_ROWS
 from gpt.errors import ArgumentParser, GPTError
-from gpt.speculative import DEFAULT_DRAFT_TOKENS
 
 API_KEY_ENV = "GPT_API_KEY"
 PROG = "python -m gpt.serve"

@@ -1,5 +1,5 @@
 """The ONNX file format of this project, in one torch-free place: the writer (`export/`) and the reader
-(`gpt/decoders/`) both import it, so neither borrows from the other.
+(`gpt/decode/backends/`) both import it, so neither borrows from the other.
 
 Two layouts of the same model, told apart by the `layout` metadata key:
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from gpt.decode.onnx_format import EXPORT_HINT, OnnxMeta, parse_metadata
 from gpt.errors import GPTError
-from gpt.onnx_format import EXPORT_HINT, OnnxMeta, parse_metadata
 
 
 def default_threads() -> int:

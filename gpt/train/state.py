@@ -15,11 +15,11 @@ import torch
 
 from gpt.config import ModelConfig, TrainConfig
 from gpt.data import BatchSampler
-from gpt.distributed import Dist
-from gpt.ema import WeightEMA
 from gpt.errors import GPTError
 from gpt.fsutil import atomic_write_bytes, fault_point
 from gpt.model import GPT
+from gpt.train.distributed import Dist
+from gpt.train.ema import WeightEMA
 
 STATE = "train_state.pt"
 STATE_VERSION = 2

@@ -3,7 +3,7 @@ to 1, along a cosine or (wsd: warmup-stable-decay) flat at the peak until the la
 straight line.
 
 A run of fixed length has progress (it - warmup) / (lr_decay_iters - warmup). A run under a time budget does
-not know its length in advance (gpt/time_budget.py re-plans it as the machine's pace moves), so it carries a
+not know its length in advance (gpt/train/budget.py re-plans it as the machine's pace moves), so it carries a
 `Progress` that each step advances by what is left over the steps left: with a fixed end that is the same
 line, and a new end bends the line from where it is instead of making it jump. With wsd the stable phase thus
 lasts until the iterations left are the decay's share, and the decay is planned from then on.

@@ -7,8 +7,8 @@ import hashlib
 from pathlib import Path
 
 from gpt.data import DEFAULT_DATA_DIR, RELATIVE_PATH, load_text, split
+from gpt.decode.speculative.loop import Drafter, Verifier, check_draft_tokens
 from gpt.errors import GPTError
-from gpt.speculative import Drafter, Verifier, check_draft_tokens
 
 SPECULATIVE_HELP = ("draft characters and verify them in one run of the model (gqa layout only): `ngram` (the "
                     "training text and the text so far, no model run) or FILE, a smaller gqa export with the same "
@@ -33,7 +33,7 @@ def open_drafter(spec: str, model: Verifier, threads: int | None = None, ngram_t
     """`ngram` or the path of a draft model's .onnx file."""
     meta = model.meta
     if spec == "ngram":
-        from gpt.ngram import NgramDrafter, open_index
+        from gpt.decode.speculative.ngram import NgramDrafter, open_index
 
         return NgramDrafter(open_index(Path(model.path), meta.vocab, meta.data_sha256,
                                        *train_split(ngram_text, data_dir, model.path), say=say))
@@ -41,8 +41,8 @@ def open_drafter(spec: str, model: Verifier, threads: int | None = None, ngram_t
     if path.suffix != ".onnx" or not path.exists():
         raise GPTError(f"--speculative takes `ngram` or a draft model's .onnx file; {spec} is neither"
                        + (" (no such file)" if path.suffix == ".onnx" else ""))
-    from gpt.decoders.ort_decoder import open_onnx
-    from gpt.draft_model import ModelDrafter
+    from gpt.decode.backends.ort_decoder import open_onnx
+    from gpt.decode.speculative.draft_model import ModelDrafter
 
     draft = open_onnx(path, threads=threads)
     if draft.meta.layout != "gqa":
@@ -53,7 +53,7 @@ def open_drafter(spec: str, model: Verifier, threads: int | None = None, ngram_t
 def train_split(ngram_text: Path | None, data_dir: Path, model_path: Path) -> tuple[str | None, str | None]:
     """(the training split, the sha256 of its whole text) to build an index from; (None, None) if the index
     already exists beside the model or there is no text."""
-    from gpt.ngram import INDEX_FILE
+    from gpt.decode.speculative.ngram import INDEX_FILE
 
     if (Path(model_path).parent / INDEX_FILE).is_file():
         return None, None

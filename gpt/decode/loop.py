@@ -14,8 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
+from gpt.decode.sampler import Sampler
 from gpt.errors import GPTError
-from gpt.sampler import Sampler
 from gpt.tokenizer import CharTokenizer, UnknownCharacterError
 
 MAX_NEW_TOKENS = 1_000_000

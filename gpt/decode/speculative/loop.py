@@ -17,7 +17,7 @@ with one shared draw: the text is not only distributed as the model's, it is the
 writes for the same seed, greedy or sampled. A drafter that samples (the draft model) draws with the same
 numbers, so its guesses are coupled to the model's and agree where the two distributions do.
 
-The loop keeps `gpt.generate`'s window policy (past block_size, keep the last block_size // 2 tokens and
+The loop keeps `gpt.decode.loop`'s window policy (past block_size, keep the last block_size // 2 tokens and
 re-prefill them): drafts never run past block_size, so every position sees the window plain decoding gives it.
 """
 
@@ -30,9 +30,9 @@ from typing import Protocol
 
 import numpy as np
 
+from gpt.decode.loop import MAX_NEW_TOKENS
+from gpt.decode.sampler import SamplingParams, sample_tokens
 from gpt.errors import GPTError
-from gpt.generate import MAX_NEW_TOKENS
-from gpt.sampler import SamplingParams, sample_tokens
 
 DEFAULT_DRAFT_TOKENS = 4  # measured: docs/speculative.md; the drafter may stop earlier
 
@@ -116,7 +116,7 @@ class Pacer:
 
 
 class Uniforms:
-    """The request's draws in [0, 1), one per token in order (none for greedy), as `gpt.sampler.Sampler` and
+    """The request's draws in [0, 1), one per token in order (none for greedy), as `gpt.decode.sampler.Sampler` and
     the engine spend them: drafters may peek ahead; only what is kept is taken."""
 
     def __init__(self, rng: np.random.Generator, greedy: bool):
@@ -156,7 +156,7 @@ def generate_speculative(model: Verifier, prompt_ids: list[int], max_new_tokens:
                          drafter: Drafter, draft_tokens: int = DEFAULT_DRAFT_TOKENS,
                          on_token: Callable[[int, bool], None] | None = None,
                          stats: SpeculativeStats | None = None, pacer: Pacer | None = None) -> list[int]:
-    """Decode one continuation of the prompt with drafts: the ids plain decoding (`gpt.generate` with
+    """Decode one continuation of the prompt with drafts: the ids plain decoding (`gpt.decode.loop` with
     `Sampler(params)`) writes. `on_token(id, drafted)` sees each id as it is kept (`drafted`: an accepted draft);
     `pacer` decides when to draft (default: `Pacer()`, only while it pays)."""
     block = model.block_size

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from gpt.device import resolve_device
 from gpt.errors import GPTError
+from gpt.model.device import resolve_device
 
 
 @dataclass

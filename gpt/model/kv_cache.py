@@ -4,7 +4,7 @@ keys/values and their positions to `update(layer, k, v, input_pos)` and attends 
 `KVCache` is static in the style of gpt-fast: preallocated [n_layer, B, H, max_len, D] buffers, new entries
 written at the `input_pos` tensor, attention over the *whole* buffer with a [T, max_len] mask. Every tensor
 shape of a one-token step is then the same at every step, so `torch.compile(fullgraph=True)` compiles the
-step once (gpt/decoders/torch_decoder.py). Positions are reserved on the host (`reserve`), outside the graph.
+step once (gpt/decode/backends/torch_decoder.py). Positions are reserved on the host (`reserve`), outside the graph.
 
 `ConcatKVCache` (and the export caches in export/graph.py) take past tensors and return `present`, as ONNX
 wants. A cache with `attends = True` (export only) takes the layer's packed q/k/v and returns the attention

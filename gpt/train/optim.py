@@ -1,6 +1,6 @@
 """The optimizers a run steps as one: AdamW for every weight (nanoGPT), or Muon for the hidden matrices.
 
-`--optimizer muon` follows the modded-nanoGPT speedruns: Muon (gpt/muon.py: momentum, then each update
+`--optimizer muon` follows the modded-nanoGPT speedruns: Muon (gpt/train/muon.py: momentum, then each update
 orthogonalised by a Newton-Schulz iteration) for the 2-D weights inside the blocks, AdamW for what is not a
 hidden matrix (the token/position embeddings, which the head shares, and the LayerNorm gains and biases).
 Muon's updates have AdamW's root-mean-square size, so `--muon_lr` lives on AdamW's scale.
@@ -14,7 +14,7 @@ import torch
 from gpt.config import TrainConfig
 from gpt.errors import GPTError
 from gpt.model import GPT
-from gpt.muon import Muon
+from gpt.train.muon import Muon
 
 OPTIMIZERS = ("adamw", "muon")
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 
-from gpt.attention import BACKENDS
 from gpt.config import PRESETS, ModelConfig, TrainConfig, get_preset
 from gpt.errors import ArgumentParser, GPTError
-from gpt.optim import OPTIMIZERS
-from gpt.time_budget import parse_duration
-from gpt.train_state import STATE
+from gpt.model.attention import BACKENDS
+from gpt.train.budget import parse_duration
+from gpt.train.optim import OPTIMIZERS
+from gpt.train.state import STATE
 
 USAGE = """Train the GPT: `python -m gpt.train --preset cpu --out-dir out`.
 
@@ -129,7 +129,7 @@ class Options:
     train: TrainConfig
     attention: str
     device: torch.device
-    dtype: torch.dtype | None  # autocast dtype (float32: no autocast; None: gpt.precision decides)
+    dtype: torch.dtype | None  # autocast dtype (float32: no autocast; None: gpt.train.precision decides)
     compile: bool
     seed: int
     resume: bool

@@ -1,6 +1,6 @@
 """onnxruntime-genai decoder: the same gqa file, run by onnxruntime-genai's C++ generator.
 
-Behind our `prefill`/`step` interface, so the one sampler and the one window policy of `gpt.generate` apply
+Behind our `prefill`/`step` interface, so the one sampler and the one window policy of `gpt.decode.loop` apply
 and greedy text equals the other backends'. A prefill appends the window to a (rewound) generator, a step
 appends our chosen token; both then read the logits. What differs from `--backend onnxruntime`: a
 `genai_config.json` must sit beside the file (`python -m export.onnx --genai`); the sampling is ours, not
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt.decoders.ort_session import check_ids, default_threads, open_session
+from gpt.decode.backends.ort_session import check_ids, default_threads, open_session
 from gpt.errors import GPTError
 
 CONFIG = "genai_config.json"

@@ -1,4 +1,4 @@
-"""Decoders: one small object per backend behind `prefill(ids)` / `step(ids)` (see gpt.generate).
+"""Decoders: one small object per backend behind `prefill(ids)` / `step(ids)` (see gpt.decode.loop).
 
 Each backend's heavy imports (torch, onnxruntime) happen only when that backend is chosen, so the
 onnxruntime path never imports torch.
@@ -20,15 +20,15 @@ def open_decoder(backend: str, path: Path, *, threads: int | None = None, device
     path = Path(path)
     onnx_file = path / "model.onnx" if path.is_dir() else path
     if backend == "onnxruntime":
-        from gpt.decoders.ort_decoder import open_onnx
+        from gpt.decode.backends.ort_decoder import open_onnx
 
         return open_onnx(onnx_file, threads=threads)
     if backend == "onnxruntime-genai":
-        from gpt.decoders.genai_decoder import GenaiDecoder
+        from gpt.decode.backends.genai_decoder import GenaiDecoder
 
         return GenaiDecoder(onnx_file, threads=threads)
     if backend == "torch":
-        from gpt.decoders.torch_decoder import TorchDecoder
+        from gpt.decode.backends.torch_decoder import TorchDecoder
 
         return TorchDecoder.from_checkpoint(path, device=device, use_cache=use_cache, compile=compile,
                                             threads=threads)

@@ -2,7 +2,7 @@
 
 The loop below reads top to bottom: data, model and optimizer, resume, then steps with an evaluation (and a
 saved train_state.pt) every eval_interval, and at the end the best model's full-pass val loss. What it
-writes and every option: `python -m gpt.train --help` (gpt/train_options.py).
+writes and every option: `python -m gpt.train --help` (gpt/train/options.py).
 """
 
 from __future__ import annotations
@@ -19,23 +19,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gpt.checkpoint import load_checkpoint, recover, save_checkpoint
 from gpt.config import ModelConfig
 from gpt.data import BatchSampler, load_shakespeare, load_text, split
-from gpt.distributed import Dist, StopRequest, gather, setup_distributed, teardown
-from gpt.ema import WeightEMA
-from gpt.errors import GPTError, run_cli
+from gpt.errors import GPTError
 from gpt.fsutil import check_dir, ensure_dir, fault_spec, remove_stale_temps
-from gpt.losses import estimate_loss, full_loss
 from gpt.model import GPT
-from gpt.optim import Optimizers
-from gpt.precision import Recheck, autocast, bf16_hardware, choose_dtype
-from gpt.schedule import Progress, lr_at
-from gpt.time_budget import REPLAN_EVERY, Deadline, format_duration
+from gpt.model.checkpoint import load_checkpoint, recover, save_checkpoint
 from gpt.tokenizer import CharTokenizer
-from gpt.train_log import LOG, append_log, plot_losses, truncate_log
-from gpt.train_options import DTYPES, Options, build_parser, configs
-from gpt.train_state import STATE, resume, rng_state, write_state
+from gpt.train.budget import REPLAN_EVERY, Deadline, format_duration
+from gpt.train.distributed import Dist, StopRequest, gather, setup_distributed, teardown
+from gpt.train.ema import WeightEMA
+from gpt.train.log import LOG, append_log, plot_losses, truncate_log
+from gpt.train.losses import estimate_loss, full_loss
+from gpt.train.optim import Optimizers
+from gpt.train.options import DTYPES, Options, build_parser, configs
+from gpt.train.precision import Recheck, autocast, bf16_hardware, choose_dtype
+from gpt.train.schedule import Progress, lr_at
+from gpt.train.state import STATE, resume, rng_state, write_state
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -327,6 +327,3 @@ def finish(out_dir: Path, val_data: np.ndarray, block: int, device: torch.device
     print(f"done: best model (iteration {manifest['iter']}) has val loss {val:.4f} (full pass over "
           f"{len(val_data):,} tokens); saved to {out_dir}/model.safetensors")
 
-
-if __name__ == "__main__":
-    run_cli(main)

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gpt.device import resolve_device
-from gpt.kv_cache import KVCache
 from gpt.model import GPT
+from gpt.model.device import resolve_device
+from gpt.model.kv_cache import KVCache
 
 
 def decode_one_token(model: GPT, cache: KVCache, ids: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
@@ -47,7 +47,7 @@ class TorchDecoder:
     @classmethod
     def from_checkpoint(cls, ckpt_dir: Path, device: str = "cpu", use_cache: bool = True, compile: bool = False,
                         threads: int | None = None, attention: str = "sdpa") -> TorchDecoder:
-        from gpt.checkpoint import load_checkpoint
+        from gpt.model.checkpoint import load_checkpoint
 
         device = resolve_device(device)
         if threads:

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gpt.decode.sampler import SamplingParams, softmax
+from gpt.decode.speculative.loop import model_tokens
 from gpt.errors import GPTError
-from gpt.sampler import SamplingParams, softmax
-from gpt.speculative import model_tokens
 
 MIN_PROB = 0.3  # docs/speculative.md
 

@@ -16,7 +16,7 @@ but never counts more than `EVAL_SLOWDOWN` x its last measured seconds: with two
 a 2-core VM the training step slowed 7x and an evaluation (forward passes only) far less, and a reserve
 scaled with the steps ended that run at 93 % of its budget. `final` is the last evaluation and the full val
 pass. An evaluation that would eat into the time the final one needs is skipped (`eval_fits`). The schedule
-follows the plan through `Progress` (gpt/schedule.py): a re-plan bends the learning-rate line, never jumps.
+follows the plan through `Progress` (gpt/train/schedule.py): a re-plan bends the learning-rate line, never jumps.
 
 The latest plan and progress are saved in train_state.pt: `--resume` finishes that plan without re-planning
 (a resumed run has no deadline of its own; its schedule continues bit for bit).

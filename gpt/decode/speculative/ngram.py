@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gpt.decode.sampler import SamplingParams
 from gpt.errors import GPTError
 from gpt.fsutil import atomic_write_bytes
-from gpt.sampler import SamplingParams
 
 INDEX_FILE = "ngram.npz"
 INDEX_VERSION = 1

@@ -3,10 +3,10 @@ the continuous-batching engine (`engine`). Torch-free; the backend's imports com
 
 from __future__ import annotations
 
+from gpt.decode.loop import Decoder, generate, prepare_prompt
+from gpt.decode.sampler import Sampler, SamplingParams
+from gpt.decode.speculative.loop import DEFAULT_DRAFT_TOKENS, Drafter, SpeculativeStats, generate_speculative
 from gpt.errors import GPTError
-from gpt.generate import Decoder, generate, prepare_prompt
-from gpt.sampler import Sampler, SamplingParams
-from gpt.speculative import DEFAULT_DRAFT_TOKENS, Drafter, SpeculativeStats, generate_speculative
 from gpt.tokenizer import CharTokenizer
 
 

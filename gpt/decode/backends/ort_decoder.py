@@ -1,4 +1,4 @@
-"""onnxruntime decoders, one per layout of the file (see `gpt.onnx_format`). Torch-free.
+"""onnxruntime decoders, one per layout of the file (see `gpt.decode.onnx_format`). Torch-free.
 
 `OrtDecoder` runs the portable `onnx` layout (concat-style cache): each call's `present.*` outputs are fed back
 as the next call's `past_key_values.*` through plain `session.run`. The `gqa` layout has its own decoder,
@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from gpt.decoders.ort_session import check_ids, check_signature, open_session
+from gpt.decode.backends.ort_session import check_ids, check_signature, open_session
+from gpt.decode.onnx_format import OnnxMeta, input_names, output_names
 from gpt.errors import GPTError
-from gpt.onnx_format import OnnxMeta, input_names, output_names
 
 
 def open_onnx(path: Path | str, threads: int | None = None):
     """The decoder for an exported file, whichever its layout."""
     session, meta = open_session(Path(path), threads)
     if meta.layout == "gqa":
-        from gpt.decoders.ort_gqa_decoder import OrtGQADecoder
+        from gpt.decode.backends.ort_gqa_decoder import OrtGQADecoder
 
         return OrtGQADecoder(session, meta, path)
     return OrtDecoder(session, meta, path)
@@ -32,7 +32,7 @@ class OrtDecoder:
 
     def __init__(self, session: ort.InferenceSession, meta: OnnxMeta, path: Path | str = "<model>"):
         if meta.layout != "onnx":
-            raise GPTError(f"{path} has the {meta.layout} layout; open it with gpt.decoders.open_onnx")
+            raise GPTError(f"{path} has the {meta.layout} layout; open it with gpt.decode.backends.open_onnx")
         self.session, self.meta, self.path = session, meta, Path(path)
         self.vocab, self.block_size, self.val_loss = meta.vocab, meta.block_size, meta.val_loss
         self.output_names = output_names(meta.n_layer)

@@ -19,7 +19,7 @@ import torch
 
 from gpt.config import ModelConfig
 from gpt.errors import GPTError
-from gpt.safe_pickle import load_plain
+from gpt.model.safe_pickle import load_plain
 from gpt.tokenizer import CharTokenizer
 
 COMPILED_PREFIX = "_orig_mod."

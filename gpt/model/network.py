@@ -12,10 +12,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gpt.attention import BACKENDS, causal_attention
 from gpt.config import ModelConfig
 from gpt.errors import GPTError
-from gpt.kv_cache import Cache, KVCache, check_length
+from gpt.model.attention import BACKENDS, causal_attention
+from gpt.model.kv_cache import Cache, KVCache, check_length
 
 
 class CausalSelfAttention(nn.Module):

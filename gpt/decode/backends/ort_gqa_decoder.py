@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from gpt.decoders.ort_session import check_ids, check_signature
+from gpt.decode.backends.ort_session import check_ids, check_signature
+from gpt.decode.onnx_format import OnnxMeta, input_names, output_names
 from gpt.errors import GPTError
-from gpt.onnx_format import OnnxMeta, input_names, output_names
 
 
 class OrtGQADecoder:
@@ -26,7 +26,7 @@ class OrtGQADecoder:
 
     def __init__(self, session: ort.InferenceSession, meta: OnnxMeta, path: Path | str = "<model>"):
         if meta.layout != "gqa":
-            raise GPTError(f"{path} has the {meta.layout} layout; open it with gpt.decoders.open_onnx")
+            raise GPTError(f"{path} has the {meta.layout} layout; open it with gpt.decode.backends.open_onnx")
         self.session, self.meta, self.path = session, meta, Path(path)
         self.vocab, self.block_size, self.val_loss = meta.vocab, meta.block_size, meta.val_loss
         self.past_names = input_names(meta.n_layer, "gqa")[2:]
@@ -76,7 +76,7 @@ class OrtGQADecoder:
     def run(self, ids: Sequence[int], start: int) -> np.ndarray:
         """Batch 1: write `ids` at positions start .. start + T - 1 (what the cache held past `start` is dropped:
         the shorter attention_mask never reads it) and return their logits [T, V] (valid until the next call);
-        start 0 is a fresh prefill. The verify run of speculative decoding (`gpt.speculative.Verifier`): its
+        start 0 is a fresh prefill. The verify run of speculative decoding (`gpt.decode.speculative.loop.Verifier`): its
         ids and logits buffers are bound once per length T, as a step's are."""
         if start == 0:
             return self.logits(np.asarray([ids]))[0]
