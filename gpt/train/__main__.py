@@ -3,4 +3,7 @@
 from gpt.errors import run_cli
 from gpt.train.loop import main
 
-run_cli(main)
+__all__ = ["main"]
+
+if __name__ == "__main__":
+    run_cli(main)
