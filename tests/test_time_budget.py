@@ -136,7 +136,7 @@ def slow_steps(monkeypatch, extra):
         time.sleep(extra(time.perf_counter() - start, time.perf_counter() - began))
         return loss
 
-    monkeypatch.setattr(gpt.train, "train_step", slowed)
+    monkeypatch.setattr(gpt.train.loop, "train_step", slowed)
 
 
 def stall_once(at_s, seconds):
@@ -196,8 +196,8 @@ def test_the_precision_is_checked_again_on_the_runs_own_steps(tmp_path, periodic
     line, and the state keeps the new precision."""
     import gpt.train.loop
 
-    monkeypatch.setattr(gpt.train, "bf16_hardware", lambda: "AMX")
-    monkeypatch.setattr(gpt.train, "choose_dtype", lambda *a: (probed, f"{probed} (probed)"))
+    monkeypatch.setattr(gpt.train.loop, "bf16_hardware", lambda: "AMX")
+    monkeypatch.setattr(gpt.train.loop, "choose_dtype", lambda *a: (probed, f"{probed} (probed)"))
     step = gpt.train.train_step
 
     def slowed(parts, it, dtype):
@@ -205,7 +205,7 @@ def test_the_precision_is_checked_again_on_the_runs_own_steps(tmp_path, periodic
         time.sleep(0.03 if dtype == slower else 0.0)
         return loss
 
-    monkeypatch.setattr(gpt.train, "train_step", slowed)
+    monkeypatch.setattr(gpt.train.loop, "train_step", slowed)
     gpt.train.main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--dtype", "auto",
                     "--max_iters", "80", "--eval_interval", "100"])
     checked = [line for line in capsys.readouterr().out.splitlines() if line.startswith("precision checked again")]

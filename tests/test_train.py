@@ -94,7 +94,7 @@ def test_a_global_batch_the_processes_cannot_share_is_refused(tmp_path, periodic
     from gpt.errors import GPTError
     from gpt.train.distributed import Dist
 
-    monkeypatch.setattr(gpt.train, "setup_distributed", lambda name: (Dist(0, 0, world=2), torch.device("cpu")))
+    monkeypatch.setattr(gpt.train.loop, "setup_distributed", lambda name: (Dist(0, 0, world=2), torch.device("cpu")))
     with pytest.raises(GPTError, match=r"--gradient_accumulation_steps \(3\) must be a multiple of the number of "
                                        r"processes \(2\).*--gradient_accumulation_steps 2$"):
         gpt.train.main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--max_iters", "2",
@@ -118,9 +118,9 @@ def test_a_resume_keeps_the_dtype_auto_chose_without_probing_again(tmp_path, per
     import gpt.train.loop
 
     args = ["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--max_iters", "4", "--dtype", "auto"]
-    monkeypatch.setattr(gpt.train, "choose_dtype", lambda *a: (torch.bfloat16, "bfloat16 autocast (probed)"))
+    monkeypatch.setattr(gpt.train.loop, "choose_dtype", lambda *a: (torch.bfloat16, "bfloat16 autocast (probed)"))
     gpt.train.main([*args, "--stop-after", "2"])
-    monkeypatch.setattr(gpt.train, "choose_dtype", lambda *a: (torch.float32, "float32 (probed again)"))
+    monkeypatch.setattr(gpt.train.loop, "choose_dtype", lambda *a: (torch.float32, "float32 (probed again)"))
     gpt.train.main([*args, "--resume"])
     resumed = capsys.readouterr().out.split("resuming from iteration 2")[1]
     assert "bfloat16 (as the run started)" in resumed and "probed again" not in resumed
