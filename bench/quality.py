@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.chars < 1:
         raise GPTError(f"--chars must be >= 1, got {args.chars}")
+    from gpt.api import TextGenerator
     from gpt.data import load_shakespeare, load_text
     from gpt.decode.backends import open_decoder
-    from gpt.decode.generator import TextGenerator
     from gpt.model.checkpoint import read_manifest
 
     corpus = load_text(args.data) if args.data else load_shakespeare(args.data_dir)

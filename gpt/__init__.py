@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gpt.decode.generator import TextGenerator
+from gpt.api import TextGenerator
 
 
 def load(path: str | Path, backend: str | None = None, speculative: str | None = None, draft_tokens: int = 4,
