@@ -9,7 +9,7 @@ windows and emits the same greedy text at any length.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -52,6 +52,24 @@ def prepare_prompt(tokenizer: CharTokenizer, prompt: str, block_size: int) -> li
     return ids
 
 
+def restart_length(block_size: int) -> int:
+    """How many tokens a window keeps when it would pass `block_size`: its last block_size // 2, prefilled again.
+    Half a block leaves room for the next half-block of tokens before the next restart, each restart a prefill."""
+    return block_size // 2
+
+
+def slide(window: Sequence[int] | np.ndarray, block_size: int) -> tuple[Sequence[int] | np.ndarray, bool]:
+    """The window policy past block_size, the one rule every loop keeps (plain, speculative, the engine's rows, the
+    draft model): a window (ids on its last axis) longer than `block_size` is cut to its last
+    `restart_length(block_size)` tokens, which the caller prefills again. Returns the window and whether it was cut.
+    """
+    length = window.shape[-1] if isinstance(window, np.ndarray) else len(window)
+    if length <= block_size:
+        return window, False
+    keep = restart_length(block_size)
+    return (window[..., -keep:] if isinstance(window, np.ndarray) else window[-keep:]), True
+
+
 def generate(decoder: Decoder, prompt_ids: list[int], max_new_tokens: int, sampler: Sampler,
              num_samples: int = 1, on_token: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
     """Decode `num_samples` continuations of the prompt as one batch; returns new token ids [B, N]."""
@@ -75,9 +93,8 @@ def generate(decoder: Decoder, prompt_ids: list[int], max_new_tokens: int, sampl
             on_token(token)
         if i == max_new_tokens - 1:
             break
-        window = np.concatenate([window, token[:, None]], axis=1)
-        if window.shape[1] > block:
-            window = window[:, -(block // 2):]
+        window, restarted = slide(np.concatenate([window, token[:, None]], axis=1), block)
+        if restarted:
             logits = decoder.prefill(window)
         else:
             logits = decoder.step(token[:, None])
