@@ -39,8 +39,7 @@ GENAI_PROMPT = 16  # characters of prompt in the rows beside onnxruntime-genai, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m bench.speculative", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.speculative", description=__doc__)
     p.add_argument("--onnx", type=Path, required=True, help="gqa file (with genai_config.json for the genai rows)")
     p.add_argument("--draft", type=Path, default=None, help="a smaller gqa file to draft with, too")
     p.add_argument("--tokens", type=int, default=500, help="new characters per generation (default 500)")

@@ -21,13 +21,12 @@ from gpt.decode.loop import MAX_NEW_TOKENS, MAX_NUM_SAMPLES, generate, prepare_p
 from gpt.decode.sampler import Sampler, SamplingParams
 from gpt.decode.speculative.drafters import SPECULATIVE_HELP, check_speculative, open_drafter
 from gpt.decode.speculative.loop import DEFAULT_DRAFT_TOKENS, SpeculativeStats, generate_speculative
-from gpt.errors import ArgumentParser, GPTError, run_cli
+from gpt.errors import ArgumentParser, GPTError, add_threads, run_cli
 from gpt.tokenizer import CharTokenizer
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m gpt.sample", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m gpt.sample", description=__doc__)
     p.add_argument("--ckpt", type=Path, default=Path("out"), help="checkpoint directory (default: out)")
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="decoder (default: torch)")
     p.add_argument("--onnx", type=Path, help="ONNX file for --backend onnxruntime (default: CKPT/model.onnx)")
@@ -41,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="torch: recompute the whole window every step")
     p.add_argument("--compile", action="store_true", help="torch: run the decoder under torch.compile")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="torch: device (default: cpu)")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    add_threads(p)
     p.add_argument("--stream", action="store_true", help="print characters as they are generated (1 sample)")
     p.add_argument("--stats", action="store_true", help="print tokens/s to stderr (and, speculating, what the "
                    "drafts earned: characters per run of the model, a histogram of drafts accepted)")
@@ -65,8 +64,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.num_samples <= MAX_NUM_SAMPLES:
         raise GPTError(f"--num-samples must be in [1, {MAX_NUM_SAMPLES}], got {args.num_samples}; "
                        "for more, run again with another --seed")
-    if args.threads is not None and args.threads < 1:
-        raise GPTError(f"--threads must be >= 1, got {args.threads}")
     if args.speculative and args.backend != "onnxruntime":
         raise GPTError(f"--speculative needs --backend onnxruntime, not {args.backend}")
     if args.speculative and args.num_samples != 1:

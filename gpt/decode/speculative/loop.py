@@ -30,7 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
-from gpt.decode.loop import MAX_NEW_TOKENS
+from gpt.decode.loop import MAX_NEW_TOKENS, restart_length
 from gpt.decode.sampler import SamplingParams, sample_tokens
 from gpt.errors import GPTError
 
@@ -206,7 +206,11 @@ def keep(token: int, drafted: bool, out: list[int], history: list[int],
         on_token(token, drafted)
 
 
-def check_draft_tokens(k: int, block_size: int) -> None:
-    """The one validator of a draft length: 1 .. block_size // 2 (a window restarts at block_size // 2)."""
-    if not 1 <= k <= block_size // 2:
-        raise GPTError(f"--draft-tokens must be in [1, {block_size // 2}] (block_size {block_size} / 2), got {k}")
+def check_draft_tokens(k: int, block_size: int, name: str = "draft_tokens", off: bool = False) -> None:
+    """The one validator of a draft length: 1 .. restart_length(block_size) (a window restarts there, so a longer
+    draft could never fit); with `off`, 0 too (a request that turns speculation off). `name` is the caller's word
+    for it: `--draft-tokens` from a CLI, the field's name from Python or a request."""
+    low, high = (0 if off else 1), restart_length(block_size)
+    if not low <= k <= high:
+        zero = ", 0 = off" if off else ""
+        raise GPTError(f"{name} must be in [{low}, {high}] (block_size {block_size} / 2{zero}), got {k}")
