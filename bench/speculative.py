@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.rounds < 1 or args.tokens < 1:
         raise GPTError("--rounds and --tokens must be >= 1")
-    model = check_speculative(open_onnx(args.onnx, threads=args.threads), args.draft_tokens)
+    model = check_speculative(open_onnx(args.onnx, threads=args.threads), args.draft_tokens, "--draft-tokens")
     tok = CharTokenizer(model.vocab)
     prompt_len = min(64, model.block_size // 2)
     texts = val_prompts(args.data, model.vocab, prompt_len, max(args.prompts, 1))

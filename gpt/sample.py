@@ -17,7 +17,7 @@ import numpy as np
 
 from gpt.data import DEFAULT_DATA_DIR
 from gpt.decode.backends import BACKENDS, open_decoder
-from gpt.decode.loop import MAX_NEW_TOKENS, MAX_NUM_SAMPLES, generate, prepare_prompt
+from gpt.decode.loop import check_max_new_tokens, check_num_samples, generate, prepare_prompt
 from gpt.decode.sampler import Sampler, SamplingParams
 from gpt.decode.speculative.drafters import SPECULATIVE_HELP, check_speculative, open_drafter
 from gpt.decode.speculative.loop import DEFAULT_DRAFT_TOKENS, SpeculativeStats, generate_speculative
@@ -59,11 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     params = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
-    if not 0 <= args.max_new_tokens <= MAX_NEW_TOKENS:  # checked before the model loads
-        raise GPTError(f"--max-new-tokens must be in [0, {MAX_NEW_TOKENS:,}], got {args.max_new_tokens}")
-    if not 1 <= args.num_samples <= MAX_NUM_SAMPLES:
-        raise GPTError(f"--num-samples must be in [1, {MAX_NUM_SAMPLES}], got {args.num_samples}; "
-                       "for more, run again with another --seed")
+    check_max_new_tokens(args.max_new_tokens, "--max-new-tokens")  # before the model loads
+    check_num_samples(args.num_samples, "--num-samples", "--seed")
     if args.speculative and args.backend != "onnxruntime":
         raise GPTError(f"--speculative needs --backend onnxruntime, not {args.backend}")
     if args.speculative and args.num_samples != 1:
@@ -104,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def sample_speculative(args: argparse.Namespace, params: SamplingParams, decoder, tokenizer: CharTokenizer,
                        prompt_ids: list[int]) -> int:
-    model = check_speculative(decoder, args.draft_tokens)
+    model = check_speculative(decoder, args.draft_tokens, "--draft-tokens")
     drafter = open_drafter(args.speculative, model, args.threads, args.ngram_text, args.data_dir,
                            say=lambda line: print(line, file=sys.stderr))
     stats = SpeculativeStats()
