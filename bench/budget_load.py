@@ -9,7 +9,6 @@ full-pass val loss. Runs go one after another; rows are appended to FILE.md (and
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import threading
@@ -83,8 +82,7 @@ def table_row(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="python -m bench.budget_load", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.budget_load", description=__doc__)
     p.add_argument("--budget", default="8m", help="each run's --time-budget (default 8m, the demo's)")
     p.add_argument("--loads", nargs="*", choices=list(LOADS), help="these load patterns only (default: all)")
     p.add_argument("--out", type=Path, required=True, help="the markdown table to append to (and .json beside)")

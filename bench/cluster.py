@@ -18,7 +18,6 @@ Writes NAME.md, NAME.json and NAME.png (throughput per configuration, the proxy'
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -42,8 +41,7 @@ IDLE_S = 5.0  # seconds the proxy's idle CPU is measured before each Ray row
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m bench.cluster", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.cluster", description=__doc__)
     p.add_argument("--onnx", type=Path, required=True, help="gqa file")
     p.add_argument("--streams", type=int, default=16, help="concurrent streaming clients (default 16)")
     p.add_argument("--replicas", type=int, default=None, help="replicas of the last row (default: the cores)")

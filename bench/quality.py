@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 
@@ -31,8 +30,7 @@ def word_coverage(sample: str, corpus: str) -> tuple[float, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="python -m bench.quality", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.quality", description=__doc__)
     p.add_argument("--ckpt", type=Path, default=Path("out"), help="checkpoint directory (default: out)")
     p.add_argument("--data", type=Path, help="the training text (default: Tiny Shakespeare from --data-dir)")
     p.add_argument("--data-dir", type=Path, default=Path("data"))

@@ -14,7 +14,6 @@ averaging) compare exactly at equal iterations, with the same seed and data orde
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -119,8 +118,7 @@ def record(results: dict, results_path: Path, out: Path, result: dict, row: str)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="python -m bench.recipes", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.recipes", description=__doc__)
     p.add_argument("--budget", default="300s", help="each run's --time-budget (default 300s)")
     p.add_argument("--iters", type=int, metavar="N", help="train each variant exactly N iterations instead of a budget")
     p.add_argument("--out", type=Path, required=True, help="the markdown table to append to (and .json beside)")

@@ -11,7 +11,6 @@ own working set, since weights of a few MB to a few hundred MB can stay in a lar
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from bench import common
 from bench.chart import chart
 from bench.runs import Results, baseline, presets_in
+from gpt.errors import ArgumentParser
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -230,8 +230,7 @@ def new_path() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.report", description=__doc__)
     p.add_argument("json", nargs="?", type=Path, help="pytest-benchmark JSON (from --benchmark-json)")
     p.add_argument("--new-path", action="store_true", help="print an unused bench/results path for today and exit")
     p.add_argument("--no-chart", action="store_true")

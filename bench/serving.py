@@ -46,10 +46,8 @@ TEMPERATURE = 0.8
 
 
 def build_parser() -> ArgumentParser:
-    import argparse
 
-    p = ArgumentParser(prog="python -m bench.serving", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.serving", description=__doc__)
     p.add_argument("--onnx", type=Path, required=True,
                    help="gqa file (exported with --genai for onnxruntime-genai's rows; without, they are skipped)")
     p.add_argument("--concurrency", default="1,4,16,64", help="comma-separated client counts (default 1,4,16,64)")

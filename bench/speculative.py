@@ -39,8 +39,7 @@ GENAI_PROMPT = 16  # characters of prompt in the rows beside onnxruntime-genai, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m bench.speculative", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.speculative", description=__doc__)
     p.add_argument("--onnx", type=Path, required=True, help="gqa file (with genai_config.json for the genai rows)")
     p.add_argument("--draft", type=Path, default=None, help="a smaller gqa file to draft with, too")
     p.add_argument("--tokens", type=int, default=500, help="new characters per generation (default 500)")
@@ -176,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.rounds < 1 or args.tokens < 1:
         raise GPTError("--rounds and --tokens must be >= 1")
-    model = check_speculative(open_onnx(args.onnx, threads=args.threads), args.draft_tokens)
+    model = check_speculative(open_onnx(args.onnx, threads=args.threads), args.draft_tokens, "--draft-tokens")
     tok = CharTokenizer(model.vocab)
     prompt_len = min(64, model.block_size // 2)
     texts = val_prompts(args.data, model.vocab, prompt_len, max(args.prompts, 1))

@@ -31,7 +31,6 @@ Output (one table per batch; µs per step, i.e. per batch of `batch` tokens):
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -118,8 +117,7 @@ class GenaiLoop:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="python -m bench.step", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.step", description=__doc__)
     p.add_argument("--onnx", type=Path, required=True, help="a gqa file with genai_config.json beside it")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads of both sessions (default 1)")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 16], help="rows per step (default: 1 16)")

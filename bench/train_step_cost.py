@@ -10,7 +10,6 @@ so a busy spell touches both; whether compiling pays inside a budget is then sim
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from dataclasses import asdict
@@ -50,8 +49,7 @@ def timed_step(run, model: GPT, opt: Optimizers, x: torch.Tensor, y: torch.Tenso
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="python -m bench.train_step_cost", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.train_step_cost", description=__doc__)
     p.add_argument("--preset", default="cpu", help="the model shape and optimizer (default: cpu)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="autocast dtype")
     p.add_argument("--steps", type=int, default=15, help="timed steps (default 15)")

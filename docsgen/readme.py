@@ -6,7 +6,6 @@ GitHub shows the README as it is committed, so its table cannot be made at page-
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,8 +37,7 @@ def rewrite(text: str, block: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = ArgumentParser(prog="python -m docsgen.readme", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m docsgen.readme", description=__doc__)
     p.add_argument("--check", action="store_true", help="exit 1 if the README's table is not what it would write")
     p.add_argument("--readme", type=Path, default=README, help="the file to rewrite (default: README.md)")
     args = p.parse_args(argv)

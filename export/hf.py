@@ -23,8 +23,7 @@ from gpt.errors import ArgumentParser, GPTError, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m export.hf", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m export.hf", description=__doc__)
     p.add_argument("--ckpt", type=Path, default=Path("out"), help="checkpoint directory (default: out)")
     p.add_argument("--out", type=Path, required=True, help="directory to write (new or empty), e.g. hf")
     p.add_argument("--name", help="model name in the card (default: the --out directory's name)")

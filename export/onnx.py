@@ -39,7 +39,7 @@ from export.evaluate import onnx_loss, val_tokens
 from export.graph import ATTENTION, DEFAULT_OPSET, add_metadata, check_opset, export_proto, serialize
 from export.quantize import SCHEMES, quantize
 from export.verify import TOLERANCE, check_model, node_count, parity, require_parity
-from gpt.errors import ArgumentParser, GPTError, run_cli
+from gpt.errors import ArgumentParser, GPTError, add_threads, run_cli
 from gpt.fsutil import atomic_write_bytes
 from gpt.model.checkpoint import load_checkpoint
 
@@ -77,8 +77,7 @@ class Stages:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m export.onnx", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m export.onnx", description=__doc__)
     p.add_argument("--ckpt", type=Path, default=Path("out"), help="checkpoint directory (default: out)")
     p.add_argument("--out", type=Path, help="ONNX file to write (default: CKPT/model.onnx)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default: {DEFAULT_OPSET})")
@@ -92,15 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", action="store_true", help="val loss of the ONNX file(s) over the whole val split")
     p.add_argument("--data", type=Path, help="text the checkpoint was trained on (default: Tiny Shakespeare)")
     p.add_argument("--data-dir", type=Path, default=Path("data"), help="where gpt.data put Tiny Shakespeare")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads for checks (default: cores)")
+    add_threads(p, "onnxruntime threads for checks (default: cores)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_opset(args.attention, args.opset)
-    if args.threads is not None and args.threads < 1:
-        raise GPTError(f"--threads must be >= 1, got {args.threads}")
     if args.genai and args.attention != "gqa":
         raise GPTError("--genai needs --attention gqa (onnxruntime-genai shares past and present buffers)")
     out = args.out or args.ckpt / "model.onnx"

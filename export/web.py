@@ -88,8 +88,7 @@ def build_site(onnx: Path, out: Path) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m export.web", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m export.web", description=__doc__)
     p.add_argument("--onnx", type=Path, default=Path("out/model.onnx"), help="exported model (default: out/model.onnx)")
     p.add_argument("--out", type=Path, default=Path("site"), help="directory to write (default: site)")
     p.add_argument("--serve", action="store_true", help="then serve it on 127.0.0.1 with the COOP/COEP headers "

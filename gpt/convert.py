@@ -18,8 +18,7 @@ from gpt.errors import ArgumentParser, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m gpt.convert", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m gpt.convert", description=__doc__)
     formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
     nano = formats.add_parser("nanogpt", help="nanoGPT's ckpt.pt + meta.pkl (character-level)")
     nano.add_argument("ckpt", type=Path, help="nanoGPT's checkpoint, e.g. out-shakespeare-char/ckpt.pt")

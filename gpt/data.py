@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import urllib.request
 from collections.abc import Sequence
@@ -129,8 +128,7 @@ class BatchSampler:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = ArgumentParser(prog="python -m gpt.data", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m gpt.data", description=__doc__)
     p.add_argument("--source", help=f"local file or URL to copy from (default: {URL})")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where to put it (default: data)")
     args = p.parse_args(argv)

@@ -13,10 +13,35 @@ class GPTError(Exception):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with a one-line error (`error: <problem> (see `<prog> --help`)`) instead of usage + error."""
+    """argparse with a one-line error (`error: <problem> (see `<prog> --help`)`) instead of usage + error, and
+    descriptions printed with their own line breaks (every CLI's description is its module docstring)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse `type`: an integer >= `low`, else the flag's one-line error ("argument --threads: must be >= 1,
+    got 0")."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def add_threads(parser: argparse.ArgumentParser, help: str = "intra-op threads (default: all cores)") -> None:
+    """The `--threads N` flag every CLI that runs a model shares (N >= 1; default: the runtime's own choice)."""
+    parser.add_argument("--threads", type=at_least(1), default=None, metavar="N", help=help)
 
 
 def out_of_memory(e: BaseException) -> bool:

@@ -17,17 +17,16 @@ import numpy as np
 
 from gpt.data import DEFAULT_DATA_DIR
 from gpt.decode.backends import BACKENDS, open_decoder
-from gpt.decode.loop import MAX_NEW_TOKENS, MAX_NUM_SAMPLES, generate, prepare_prompt
+from gpt.decode.loop import check_max_new_tokens, check_num_samples, generate, prepare_prompt
 from gpt.decode.sampler import Sampler, SamplingParams
 from gpt.decode.speculative.drafters import SPECULATIVE_HELP, check_speculative, open_drafter
 from gpt.decode.speculative.loop import DEFAULT_DRAFT_TOKENS, SpeculativeStats, generate_speculative
-from gpt.errors import ArgumentParser, GPTError, run_cli
+from gpt.errors import ArgumentParser, GPTError, add_threads, run_cli
 from gpt.tokenizer import CharTokenizer
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m gpt.sample", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m gpt.sample", description=__doc__)
     p.add_argument("--ckpt", type=Path, default=Path("out"), help="checkpoint directory (default: out)")
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="decoder (default: torch)")
     p.add_argument("--onnx", type=Path, help="ONNX file for --backend onnxruntime (default: CKPT/model.onnx)")
@@ -41,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="torch: recompute the whole window every step")
     p.add_argument("--compile", action="store_true", help="torch: run the decoder under torch.compile")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="torch: device (default: cpu)")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    add_threads(p)
     p.add_argument("--stream", action="store_true", help="print characters as they are generated (1 sample)")
     p.add_argument("--stats", action="store_true", help="print tokens/s to stderr (and, speculating, what the "
                    "drafts earned: characters per run of the model, a histogram of drafts accepted)")
@@ -60,13 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     params = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
-    if not 0 <= args.max_new_tokens <= MAX_NEW_TOKENS:  # checked before the model loads
-        raise GPTError(f"--max-new-tokens must be in [0, {MAX_NEW_TOKENS:,}], got {args.max_new_tokens}")
-    if not 1 <= args.num_samples <= MAX_NUM_SAMPLES:
-        raise GPTError(f"--num-samples must be in [1, {MAX_NUM_SAMPLES}], got {args.num_samples}; "
-                       "for more, run again with another --seed")
-    if args.threads is not None and args.threads < 1:
-        raise GPTError(f"--threads must be >= 1, got {args.threads}")
+    check_max_new_tokens(args.max_new_tokens, "--max-new-tokens")  # before the model loads
+    check_num_samples(args.num_samples, "--num-samples", "--seed")
     if args.speculative and args.backend != "onnxruntime":
         raise GPTError(f"--speculative needs --backend onnxruntime, not {args.backend}")
     if args.speculative and args.num_samples != 1:
@@ -107,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def sample_speculative(args: argparse.Namespace, params: SamplingParams, decoder, tokenizer: CharTokenizer,
                        prompt_ids: list[int]) -> int:
-    model = check_speculative(decoder, args.draft_tokens)
+    model = check_speculative(decoder, args.draft_tokens, "--draft-tokens")
     drafter = open_drafter(args.speculative, model, args.threads, args.ngram_text, args.data_dir,
                            say=lambda line: print(line, file=sys.stderr))
     stats = SpeculativeStats()

@@ -68,7 +68,7 @@ CASES = [
          expect="--num-samples must be in [1, 1024], got 0"),
     case("num-samples absurd", "gpt.sample", *SAMPLE, "--num-samples", "100000000",
          expect="--num-samples must be in [1, 1024], got 100000000"),
-    case("threads zero", "gpt.sample", *SAMPLE, "--threads", "0", expect="--threads must be >= 1, got 0"),
+    case("threads zero", "gpt.sample", *SAMPLE, "--threads", "0", expect="argument --threads: must be >= 1, got 0"),
     case("unknown backend", "gpt.sample", *SAMPLE, "--backend", "tensorflow",
          expect="argument --backend: invalid choice: 'tensorflow'"),
     case("sample --device cuda without CUDA", "gpt.sample", *SAMPLE, "--device", "cuda",

@@ -2,11 +2,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import run_module
 
 from gpt.decode.backends.torch_decoder import TorchDecoder
 from gpt.decode.loop import generate
 from gpt.decode.sampler import Sampler, SamplingParams
+from gpt.errors import GPTError
 from gpt.tokenizer import CharTokenizer
 
 
@@ -79,6 +81,16 @@ def test_python_api_generates_like_the_cli(tiny_ckpt):
     cli = run_module("gpt.sample", "--ckpt", str(tiny_ckpt), "--prompt", "ROMEO:", "--max-new-tokens", "40",
                      "--temperature", "0").stdout
     assert texts == [cli.rstrip("\n")] * 2
+
+
+def test_python_api_names_its_parameters_not_the_flags(tiny_ckpt):
+    import gpt
+
+    model = gpt.load(tiny_ckpt)
+    with pytest.raises(GPTError, match=r"^max_new_tokens must be in \[0, 1,000,000\], got -1$"):
+        model.generate("ROMEO:", max_new_tokens=-1)
+    with pytest.raises(GPTError, match=r"^num_samples must be in \[1, 1024\], got 0; .* another seed$"):
+        model.generate("ROMEO:", max_new_tokens=5, num_samples=0)
 
 
 def test_importing_gpt_does_not_import_torch():

@@ -101,11 +101,14 @@ def test_loop_keeps_half_a_block_when_the_window_is_full():
     assert prefills[0] == 3 and all(n == d.block_size // 2 for n in prefills[1:]) and len(prefills) > 2
 
 
-def test_loop_refuses_bad_counts():
-    with pytest.raises(GPTError, match="max-new-tokens"):
+def test_loop_refuses_bad_counts_naming_its_parameters():
+    """The library names its Python parameters; only the CLI names flags (tests/test_bad_input.py)."""
+    with pytest.raises(GPTError, match=r"^max_new_tokens must be in \[0, 1,000,000\], got -1$"):
         generate(CountingDecoder(), [0], -1, Sampler(SamplingParams()))
-    with pytest.raises(GPTError, match="num-samples"):
+    with pytest.raises(GPTError, match=r"^num_samples must be in \[1, 1024\], got 0; .* another seed$"):
         generate(CountingDecoder(), [0], 5, Sampler(SamplingParams()), num_samples=0)
+    with pytest.raises(GPTError, match="the prompt must hold at least one token"):
+        generate(CountingDecoder(), [], 5, Sampler(SamplingParams()))
 
 
 def test_softmax_sums_to_one():

@@ -14,6 +14,7 @@ from gpt.decode.loop import generate
 from gpt.decode.sampler import Sampler, SamplingParams, filter_logits, softmax
 from gpt.decode.speculative.loop import Pacer, SpeculativeStats, generate_speculative, model_tokens
 from gpt.decode.speculative.ngram import NgramDrafter, NgramIndex, self_match, suffix_array
+from gpt.errors import GPTError
 
 
 class TableModel:
@@ -191,6 +192,16 @@ def test_same_seed_same_text_and_seeds_differ():
     assert texts[0] != texts[2]
 
 
+def test_the_speculative_loop_refuses_bad_input_naming_its_parameters():
+    model = TableModel(vocab_size=3, block_size=16)
+    with pytest.raises(GPTError, match=r"^max_new_tokens must be in \[0, 1,000,000\], got -1$"):
+        generate_speculative(model, [0], -1, SamplingParams(), FixedDrafter(), 4)
+    with pytest.raises(GPTError, match=r"^draft_tokens must be in \[1, 8\] \(block_size 16 / 2\), got 9$"):
+        generate_speculative(model, [0], 5, SamplingParams(), FixedDrafter(), 9)
+    with pytest.raises(GPTError, match="the prompt must hold at least one token"):
+        generate_speculative(model, [], 5, SamplingParams(), FixedDrafter(), 4)
+
+
 # ---- the ngram drafter -------------------------------------------------------------------------------------
 
 def test_suffix_array_sorts_every_suffix():
@@ -361,3 +372,14 @@ def test_gpt_load_speculates(real_model, shakespeare_slice):
     plain = gpt.load(model.path, threads=1)
     assert fast.generate("the ", 100, temperature=0.7, seed=2) == plain.generate("the ", 100, temperature=0.7, seed=2)
     assert sum(fast.stats.proposed) > 0
+
+
+def test_gpt_load_names_its_parameters_not_the_flags(real_model, shakespeare_slice):
+    import gpt
+
+    model, _ = real_model
+    with pytest.raises(GPTError, match=r"^draft_tokens must be in \[1, \d+\] \(block_size \d+ / 2\), got 0$"):
+        gpt.load(model.path, speculative="ngram", ngram_text=shakespeare_slice, draft_tokens=0, threads=1)
+    fast = gpt.load(model.path, speculative="ngram", ngram_text=shakespeare_slice, threads=1)
+    with pytest.raises(GPTError, match=r"^max_new_tokens must be in \[0, 1,000,000\], got -1$"):
+        fast.generate("the ", max_new_tokens=-1)

@@ -9,8 +9,8 @@ windows and emits the same greedy text at any length.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -20,6 +20,8 @@ from gpt.tokenizer import CharTokenizer, UnknownCharacterError
 
 MAX_NEW_TOKENS = 1_000_000
 MAX_NUM_SAMPLES = 1024  # one batch; its KV cache grows with it
+
+Window = TypeVar("Window", list[int], np.ndarray)  # what `slide` cuts: a list of ids, or ids on an array's last axis
 
 
 class Decoder(Protocol):
@@ -52,16 +54,50 @@ def prepare_prompt(tokenizer: CharTokenizer, prompt: str, block_size: int) -> li
     return ids
 
 
+# The request's lengths and prompt, each checked in one place. `name` is the caller's word for the value: the
+# parameter's name from Python (the default), the flag's from a CLI, which checks before its model loads.
+
+def check_max_new_tokens(n: int, name: str = "max_new_tokens") -> None:
+    if not 0 <= n <= MAX_NEW_TOKENS:
+        raise GPTError(f"{name} must be in [0, {MAX_NEW_TOKENS:,}], got {n}")
+
+
+def check_num_samples(n: int, name: str = "num_samples", seed: str = "seed") -> None:
+    """At most one batch (`seed`: the caller's word for the seed, which the hint names)."""
+    if not 1 <= n <= MAX_NUM_SAMPLES:
+        raise GPTError(f"{name} must be in [1, {MAX_NUM_SAMPLES}], got {n}; for more, run again with another {seed}")
+
+
+def check_prompt_ids(prompt_ids: Sequence[int]) -> None:
+    """A prompt of no tokens has no logits to continue from (`encode_prompt` turns an empty prompt into one)."""
+    if len(prompt_ids) == 0:
+        raise GPTError("the prompt must hold at least one token")
+
+
+def restart_length(block_size: int) -> int:
+    """How many tokens a window keeps when it would pass `block_size`: its last block_size // 2, prefilled again.
+    Half a block leaves room for the next half-block of tokens before the next restart, each restart a prefill."""
+    return block_size // 2
+
+
+def slide(window: Window, block_size: int) -> tuple[Window, bool]:
+    """The window policy past block_size, the one rule every loop keeps (plain, speculative, the engine's rows, the
+    draft model): a window (ids on its last axis) longer than `block_size` is cut to its last
+    `restart_length(block_size)` tokens, which the caller prefills again. Returns the window and whether it was cut.
+    """
+    length = window.shape[-1] if isinstance(window, np.ndarray) else len(window)
+    if length <= block_size:
+        return window, False
+    keep = restart_length(block_size)
+    return (window[..., -keep:] if isinstance(window, np.ndarray) else window[-keep:]), True
+
+
 def generate(decoder: Decoder, prompt_ids: list[int], max_new_tokens: int, sampler: Sampler,
              num_samples: int = 1, on_token: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
     """Decode `num_samples` continuations of the prompt as one batch; returns new token ids [B, N]."""
-    if not 0 <= max_new_tokens <= MAX_NEW_TOKENS:
-        raise GPTError(f"--max-new-tokens must be in [0, {MAX_NEW_TOKENS:,}], got {max_new_tokens}")
-    if not 1 <= num_samples <= MAX_NUM_SAMPLES:
-        raise GPTError(f"--num-samples must be in [1, {MAX_NUM_SAMPLES}], got {num_samples}; "
-                       "for more, run again with another --seed")
-    if not prompt_ids:
-        raise GPTError("the prompt must hold at least one token")
+    check_max_new_tokens(max_new_tokens)
+    check_num_samples(num_samples)
+    check_prompt_ids(prompt_ids)
     block = decoder.block_size
     window = np.tile(np.asarray(prompt_ids[-block:], dtype=np.int64), (num_samples, 1))
     out = np.zeros((num_samples, max_new_tokens), dtype=np.int64)
@@ -75,9 +111,8 @@ def generate(decoder: Decoder, prompt_ids: list[int], max_new_tokens: int, sampl
             on_token(token)
         if i == max_new_tokens - 1:
             break
-        window = np.concatenate([window, token[:, None]], axis=1)
-        if window.shape[1] > block:
-            window = window[:, -(block // 2):]
+        window, restarted = slide(np.concatenate([window, token[:, None]], axis=1), block)
+        if restarted:
             logits = decoder.prefill(window)
         else:
             logits = decoder.step(token[:, None])

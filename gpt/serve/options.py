@@ -16,7 +16,7 @@ from gpt.decode.speculative.drafters import SPECULATIVE_HELP
 from gpt.decode.speculative.loop import DEFAULT_DRAFT_TOKENS
 from gpt.engine import DEFAULT_MAX_QUEUE, DEFAULT_SLOTS
 from gpt.engine.core import DEFAULT_SPECULATE_ROWS
-from gpt.errors import ArgumentParser, GPTError
+from gpt.errors import ArgumentParser, GPTError, add_threads
 
 API_KEY_ENV = "GPT_API_KEY"
 PROG = "python -m gpt.serve"
@@ -44,7 +44,7 @@ class _Parser(ArgumentParser):
 
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = _Parser(prog=PROG, description=description,
                 allow_abbrev=False)  # a Ray config key must be spelled out: `replica: 2` is no `replicas`
     p.add_argument("--onnx", type=Path, default=Path("out/model.onnx"),
                    help="gqa ONNX file from `python -m export.onnx` (default: out/model.onnx)")
@@ -56,8 +56,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                    help=f"requests that may wait for a slot before 429 (default: {DEFAULT_MAX_QUEUE})")
     p.add_argument("--prefill-chunk", type=int, default=0,
                    help="prompt tokens prefilled per engine step while others decode (default: 0 = whole prompt)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="onnxruntime intra-op threads (default: the cores; with --ray 1 per replica)")
+    add_threads(p, "onnxruntime intra-op threads (default: the cores; with --ray 1 per replica)")
     p.add_argument("--spin", action="store_true",
                    help="keep onnxruntime's worker threads spinning between ops (its own default): faster only when "
                         "nothing else needs the cores, not its clients, nor the server's own HTTP side")
@@ -101,8 +100,6 @@ def check(args: argparse.Namespace) -> None:
     for name in ("slots", "max_tokens_limit", "max_body_bytes"):
         if getattr(args, name) < 1:
             raise GPTError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.threads is not None and args.threads < 1:
-        raise GPTError(f"--threads must be >= 1, got {args.threads}")
     if args.request_timeout is not None and not args.request_timeout > 0:
         raise GPTError(f"--request-timeout must be > 0 seconds, got {args.request_timeout}")
     if args.stream_interval is not None and not 0 <= args.stream_interval <= 1:

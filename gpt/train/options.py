@@ -54,8 +54,7 @@ def parse_bool(s: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m gpt.train", description=USAGE,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m gpt.train", description=USAGE)
     p.add_argument("--preset", default="cpu", help=f"one of: {', '.join(PRESETS)} (default: cpu)")
     p.add_argument("--out-dir", type=Path, default=Path("out"), help="checkpoint directory (default: out)")
     p.add_argument("--data", type=Path, help="train on your own UTF-8 text file instead of Tiny Shakespeare")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gpt.decode.loop import restart_length
 from gpt.decode.sampler import SamplingParams, softmax
 from gpt.decode.speculative.loop import model_tokens
 from gpt.errors import GPTError
@@ -38,8 +39,8 @@ class ModelDrafter:
     def propose(self, history: Sequence[int], k: int, params: SamplingParams, uniforms: np.ndarray) -> list[int]:
         text = history[self.offset:]
         same = common_prefix(self.window, text) if len(history) >= self.offset else 0
-        if same == 0 or len(text) + k > self.block:  # a new window: the last block // 2 ids, prefilled
-            self.offset = max(0, len(history) - self.block // 2)
+        if same == 0 or len(text) + k > self.block:  # a new window: the last ids the loop keeps, prefilled
+            self.offset = max(0, len(history) - restart_length(self.block))
             text, same = history[self.offset:], 0
         self.window = list(text)
         same = min(same, len(text) - 1)  # at least the last id runs: its logits give the first draft

@@ -17,7 +17,7 @@ with one shared draw: the text is not only distributed as the model's, it is the
 writes for the same seed, greedy or sampled. A drafter that samples (the draft model) draws with the same
 numbers, so its guesses are coupled to the model's and agree where the two distributions do.
 
-The loop keeps `gpt.decode.loop`'s window policy (past block_size, keep the last block_size // 2 tokens and
+The loop keeps `gpt.decode.loop`'s window policy (`slide`: past block_size, keep the last block_size // 2 tokens and
 re-prefill them): drafts never run past block_size, so every position sees the window plain decoding gives it.
 """
 
@@ -30,7 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
-from gpt.decode.loop import MAX_NEW_TOKENS
+from gpt.decode.loop import check_max_new_tokens, check_prompt_ids, restart_length, slide
 from gpt.decode.sampler import SamplingParams, sample_tokens
 from gpt.errors import GPTError
 
@@ -161,10 +161,8 @@ def generate_speculative(model: Verifier, prompt_ids: list[int], max_new_tokens:
     `pacer` decides when to draft (default: `Pacer()`, only while it pays)."""
     block = model.block_size
     check_draft_tokens(draft_tokens, block)
-    if not 0 <= max_new_tokens <= MAX_NEW_TOKENS:
-        raise GPTError(f"--max-new-tokens must be in [0, {MAX_NEW_TOKENS:,}], got {max_new_tokens}")
-    if not prompt_ids:
-        raise GPTError("the prompt must hold at least one token")
+    check_max_new_tokens(max_new_tokens)
+    check_prompt_ids(prompt_ids)
     uniforms = Uniforms(np.random.default_rng(params.seed), params.temperature == 0)
     pacer = pacer or Pacer()
     history = list(prompt_ids)
@@ -179,9 +177,8 @@ def generate_speculative(model: Verifier, prompt_ids: list[int], max_new_tokens:
         if len(out) == max_new_tokens:
             return out
         window.append(token)
-        start = len(window) - 1  # the position of `token`: the cache holds every position before it
-        if len(window) > block:
-            window, start = window[-(block // 2):], 0
+        window, restarted = slide(window, block)
+        start = 0 if restarted else len(window) - 1  # the position of `token`: the cache holds all before it
         began = time.perf_counter()
         room = pacer.drafts(min(draft_tokens, block - len(window), max_new_tokens - len(out) - 1))
         draft = drafter.propose(history, room, params, uniforms.peek(room)) if room > 0 else []
@@ -206,7 +203,11 @@ def keep(token: int, drafted: bool, out: list[int], history: list[int],
         on_token(token, drafted)
 
 
-def check_draft_tokens(k: int, block_size: int) -> None:
-    """The one validator of a draft length: 1 .. block_size // 2 (a window restarts at block_size // 2)."""
-    if not 1 <= k <= block_size // 2:
-        raise GPTError(f"--draft-tokens must be in [1, {block_size // 2}] (block_size {block_size} / 2), got {k}")
+def check_draft_tokens(k: int, block_size: int, name: str = "draft_tokens", off: bool = False) -> None:
+    """The one validator of a draft length: 1 .. restart_length(block_size) (a window restarts there, so a longer
+    draft could never fit); with `off`, 0 too (a request that turns speculation off). `name` is the caller's word
+    for it: `--draft-tokens` from a CLI, the field's name from Python or a request."""
+    low, high = (0 if off else 1), restart_length(block_size)
+    if not low <= k <= high:
+        zero = ", 0 = off" if off else ""
+        raise GPTError(f"{name} must be in [{low}, {high}] (block_size {block_size} / 2{zero}), got {k}")
