@@ -150,7 +150,7 @@ MUTANTS = [
              "        return self.deadline is not None and now > self.deadline\n"),),
            ("tests/test_engine.py::test_cancel_frees_the_slot_within_one_step",)),
     Mutant("a stream ignores --stream-interval", "gpt/serve/app.py",
-           (("            if settings.stream_interval and sent:", "            if False:"),),
+           (("    if interval and sent:", "    if False:"),),
            ("tests/test_serve.py::test_a_stream_interval_sends_fewer_chunks_and_the_same_text",)),
     Mutant("the cluster's /metrics drops the replica label", "gpt/serve/ray_app.py",
            (('{**s.labels, "replica": replica}', "s.labels"),),
