@@ -14,7 +14,7 @@ import gpt
 from gpt.decode.backends.ort_decoder import open_onnx
 from gpt.decode.loop import generate, prepare_prompt
 from gpt.decode.sampler import Sampler, SamplingParams
-from gpt.engine import Engine, Event, GenerationParams, QueueFull
+from gpt.engine import Engine, Event, GenerationParams, QueueFull, RequestFailed, Tally, drain
 from gpt.engine.request import StopText
 from gpt.errors import GPTError
 from gpt.tokenizer import CharTokenizer
@@ -114,6 +114,30 @@ def test_per_request_parameters_are_checked():
                          ({"stop": ("a", "b", "c", "d", "e")}, "at most 4"), ({"timeout": 0}, "timeout")]:
         with pytest.raises(GPTError, match=message):
             GenerationParams(**bad)
+
+
+def test_a_requests_draft_tokens_is_checked_against_the_models_block_size(engine):
+    """GenerationParams cannot know block_size (32 here): `submit` checks draft_tokens, 0 .. 16 (0 = off), and
+    asks for a drafter when it is not 0."""
+    for bad in (-1, 17):
+        with pytest.raises(GPTError, match=rf"draft_tokens must be in \[0, 16\].*got {bad}"):
+            engine.submit("ROMEO:", GenerationParams(draft_tokens=bad), lambda e: None)
+    with pytest.raises(GPTError, match="--speculative"):
+        engine.submit("ROMEO:", GenerationParams(draft_tokens=4), lambda e: None)
+    assert engine.generate(["ROMEO:"], GenerationParams(max_tokens=5, temperature=0, draft_tokens=0))
+
+
+def test_drain_reads_a_groups_events_until_each_is_done_or_one_fails():
+    events = iter([(1, Event("token", text="a")), (0, Event("token", text="b")), (1, Event("done", "", "length")),
+                   (0, Event("token", text="c")), (0, Event("done", "", "stop"))])
+    assert list(drain(lambda: next(events), 2)) == [(1, "a"), (0, "b"), (0, "c")]
+    failing = iter([(0, Event("token", text="a")), (1, Event("error", error="boom", code="internal"))])
+    with pytest.raises(RequestFailed, match="boom") as info:
+        list(drain(lambda: next(failing), 2))
+    assert info.value.index == 1
+    tally = Tally(1)
+    assert tally.take(0, Event("done", finish_reason="length", completion_tokens=3)) is None
+    assert tally.over and tally.finish_reasons == ["length"] and tally.completion_tokens == 3
 
 
 

@@ -194,7 +194,7 @@ def test_an_exception_inside_one_request_ends_it_with_an_error_event(exported, r
     target = engine.tokenizer.encode("dog")
 
     def faulty(i: int, token: int) -> None:
-        slot = engine._slots[i]
+        slot = engine.scheduler.slots[i]
         if slot.request.prompt_ids == target and slot.generated == 5:
             raise ValueError("a bug in one request")
         advance(i, token)

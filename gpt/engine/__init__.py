@@ -5,8 +5,9 @@
         texts = engine.generate(["ROMEO:", "JULIET:"], GenerationParams(max_tokens=200, temperature=0))
 """
 
-from gpt.engine.core import DEFAULT_MAX_QUEUE, DEFAULT_SLOTS, Engine, EngineClosed, QueueFull
-from gpt.engine.request import Event, GenerationParams, Request
+from gpt.engine.core import DEFAULT_MAX_QUEUE, DEFAULT_SLOTS, Engine, EngineClosed
+from gpt.engine.request import Event, GenerationParams, Request, RequestFailed, Tally, drain
+from gpt.engine.scheduler import QueueFull
 
 __all__ = ["DEFAULT_MAX_QUEUE", "DEFAULT_SLOTS", "Engine", "EngineClosed", "Event", "GenerationParams", "QueueFull",
-           "Request"]
+           "Request", "RequestFailed", "Tally", "drain"]

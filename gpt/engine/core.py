@@ -1,6 +1,6 @@
 """The continuous-batching engine: a scheduler thread over one `SlotRunner`. Torch-free; no HTTP.
 
-Each loop iteration, in order:
+Each loop iteration, in order, `gpt.engine.scheduler.Scheduler` deciding each phase and the engine running it:
   1. admit   waiting requests take free slots (oldest first); cancelled or expired ones leave the queue
   2. reap    cancelled or expired requests free their slots
   3. prefill one slot's unfed window: all of it when nothing is decoding, otherwise one chunk of at most
@@ -12,7 +12,7 @@ Each loop iteration, in order:
              GroupQueryAttention refuses rows that each append several tokens in one batched run): one run
              then writes 1 + the accepted drafts. Past that load the plain batched step is cheaper per character.
 
-The window policy is `gpt.decode.loop`'s, per row: a window that would pass block_size keeps its last
+The window policy is `gpt.decode.loop`'s (`slide`), per row: a window that would pass block_size keeps its last
 block_size // 2 tokens and re-prefills them into its own slot. So a request's tokens do not depend on what
 else shares the batch: greedy text equals `gpt.sample --temperature 0`, a seeded request is the same alone or
 under load, speculating or not: a speculative row spends its RNG's draws exactly as a plain one does
@@ -26,15 +26,14 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from gpt.decode.loop import encode_prompt
-from gpt.decode.sampler import SamplingParams, sample_tokens
+from gpt.decode.loop import encode_prompt, slide
+from gpt.decode.sampler import sample_tokens
 from gpt.decode.speculative.loop import (
     DEFAULT_DRAFT_TOKENS,
     Drafter,
@@ -43,8 +42,9 @@ from gpt.decode.speculative.loop import (
     accept_drafts,
     check_draft_tokens,
 )
-from gpt.engine.request import Event, GenerationParams, Request, StopText
+from gpt.engine.request import Event, GenerationParams, Request, RequestFailed, StopText, drain
 from gpt.engine.runner import SlotRunner
+from gpt.engine.scheduler import Admission, Batch, Chunk, Scheduler, Slot
 from gpt.errors import GPTError
 from gpt.tokenizer import CharTokenizer
 
@@ -55,30 +55,8 @@ DEFAULT_MAX_QUEUE = 256
 DEFAULT_SPECULATE_ROWS = 1  # two rows verified one by one lost to one batched step (docs/speculative.md)
 
 
-class QueueFull(GPTError):
-    """More requests are waiting than the engine's max_queue."""
-
-
 class EngineClosed(GPTError):
     """The engine is shutting down and takes no new requests."""
-
-
-@dataclass
-class _Slot:
-    request: Request
-    window: list[int]  # the ids of the current window: its first `cached` are in this slot's cache rows
-    sampling: SamplingParams
-    uniforms: Uniforms  # the request's draws, one per token
-    pacer: Pacer  # whether drafting pays for this request (gpt.decode.speculative.loop.Pacer)
-    draft_tokens: int = 0
-    cached: int = 0
-    generated: int = 0
-    history: list[int] = field(default_factory=list)  # prompt + generated, unwindowed (the drafter's context)
-    text: StopText = field(default_factory=lambda: StopText(()))
-
-    @property
-    def unfed(self) -> int:
-        return len(self.window) - self.cached
 
 
 class Engine:
@@ -89,9 +67,10 @@ class Engine:
                  draft_tokens: int = DEFAULT_DRAFT_TOKENS, speculate_rows: int = DEFAULT_SPECULATE_ROWS,
                  drafter: Drafter | None = None, adaptive: bool = True, **drafter_options):
         """`speculative`: `ngram` or a draft model's .onnx file (`gpt.decode.speculative.drafters.open_drafter`, with
-        `drafter_options`), or pass a `drafter`; `draft_tokens` per verify run (a request may ask for fewer,
-        or 0); rows verify their drafts while at most `speculate_rows` decode, and each while drafting pays for it
-        (`adaptive`, `gpt.decode.speculative.loop.Pacer`)."""
+        `drafter_options`), or pass a `drafter`; `draft_tokens` per verify run, checked here when there is a drafter
+        (a request may ask for fewer, or 0: `submit` checks that); rows verify their drafts while at most
+        `speculate_rows` decode, and each while drafting pays for it (`adaptive`,
+        `gpt.decode.speculative.loop.Pacer`)."""
         if max_queue < 0:
             raise GPTError(f"--max-queue must be >= 0, got {max_queue}")
         if prefill_chunk < 0:
@@ -99,20 +78,18 @@ class Engine:
         if speculate_rows < 0:
             raise GPTError(f"--speculate-rows must be >= 0, got {speculate_rows}")
         self.runner = SlotRunner(path, slots, threads)
+        if speculative is not None or drafter is not None:  # named as gpt.serve's option, like the checks above
+            check_draft_tokens(draft_tokens, self.runner.block_size, "--draft-tokens")
         if speculative is not None:
             from gpt.decode.speculative.drafters import open_drafter
 
-            check_draft_tokens(draft_tokens, self.runner.block_size)
             drafter = open_drafter(speculative, self.runner, threads, **drafter_options)
-        self.drafter, self.draft_tokens, self.speculate_rows = drafter, draft_tokens if drafter else 0, speculate_rows
-        self.adaptive = adaptive
+        self.drafter, self.draft_tokens, self.adaptive = drafter, draft_tokens if drafter else 0, adaptive
         self.drafts = {"runs": 0, "proposed": 0, "accepted": 0}  # speculative verify runs (for /metrics)
         self.tokenizer = CharTokenizer(self.runner.vocab)
         self.block_size, self.slots, self.max_queue = self.runner.block_size, slots, max_queue
-        self.prefill_chunk = prefill_chunk or self.block_size
-        self._slots: list[_Slot | None] = [None] * slots
-        self._waiting: deque[Request] = deque()
-        self._cond = threading.Condition()
+        self.scheduler = Scheduler(slots, max_queue, prefill_chunk or self.block_size, speculate_rows)
+        self._cond = threading.Condition()  # guards the scheduler's queue and table between callers and the loop
         self._closing = self._stopped = False
         self.steps = 0  # decode steps run (for tests and metrics)
         self._thread = threading.Thread(target=self._loop, name="gpt-engine", daemon=True)
@@ -121,36 +98,28 @@ class Engine:
     # ---- the caller's side -------------------------------------------------------------------------------
 
     def submit(self, prompt: str, params: GenerationParams, sink: Callable[[Event], None]) -> Request:
-        """Queue a request (a `GPTError` for a bad prompt, `QueueFull`, `EngineClosed`)."""
+        """Queue a request (a `GPTError` for a bad prompt or draft_tokens, `QueueFull`, `EngineClosed`). Here, not
+        in `GenerationParams`, a request's draft_tokens meets the model's block_size."""
+        if params.draft_tokens is not None:
+            check_draft_tokens(params.draft_tokens, self.block_size, off=True)
+            if params.draft_tokens and not self.drafter:
+                raise GPTError("draft_tokens needs a server started with --speculative ngram|FILE")
         ids = encode_prompt(self.tokenizer, prompt)
-        if params.draft_tokens and not self.drafter:
-            raise GPTError("draft_tokens needs a server started with --speculative ngram|FILE")
-        if params.draft_tokens and params.draft_tokens > self.block_size // 2:
-            raise GPTError(f"draft_tokens must be in [0, {self.block_size // 2}] (block_size / 2), "
-                           f"got {params.draft_tokens}")
         request = Request(ids[-self.block_size:], params, sink, prompt_tokens=len(ids), notify=self._notify)
         with self._cond:
             if self._closing:
                 raise EngineClosed("the server is shutting down")
-            if len(self._waiting) >= self.max_queue + self._slots.count(None):
-                raise QueueFull(f"{len(self._waiting)} requests are already waiting (max_queue {self.max_queue})")
-            self._waiting.append(request)
+            self.scheduler.queue(request)
             self._cond.notify()
         return request
 
     def stream(self, prompt: str, params: GenerationParams) -> Iterator[str]:
         """The new text of one request as it is generated (a `GPTError` if it fails)."""
-        events: queue.SimpleQueue[Event] = queue.SimpleQueue()
-        request = self.submit(prompt, params, events.put)
+        events: queue.SimpleQueue[tuple[int, Event]] = queue.SimpleQueue()
+        request = self.submit(prompt, params, lambda e: events.put((0, e)))
         try:
-            while True:
-                event = events.get()
-                if event.kind == "token":
-                    yield event.text
-                elif event.kind == "error":
-                    raise GPTError(event.error)
-                else:
-                    return
+            for _, text in drain(events.get, 1):
+                yield text
         finally:
             request.cancel()
 
@@ -158,25 +127,21 @@ class Engine:
         """Many prompts at once, decoded together; each one's new text."""
         events: queue.SimpleQueue[tuple[int, Event]] = queue.SimpleQueue()
         requests = [self.submit(p, params, lambda e, i=i: events.put((i, e))) for i, p in enumerate(prompts)]
-        texts, left = [""] * len(prompts), len(prompts)
+        pieces: list[list[str]] = [[] for _ in prompts]
         try:
-            while left:
-                i, event = events.get()
-                if event.kind == "token":
-                    texts[i] += event.text
-                elif event.kind == "error":
-                    raise GPTError(f"prompt {i}: {event.error}")
-                else:
-                    left -= 1
+            for i, text in drain(events.get, len(prompts)):
+                pieces[i].append(text)
+        except RequestFailed as e:
+            raise GPTError(f"prompt {e.index}: {e}") from None
         finally:
             for r in requests:
                 r.cancel()
-        return texts
+        return ["".join(p) for p in pieces]
 
     def stats(self) -> dict[str, int | bool]:
         with self._cond:
-            return {"slots": self.slots, "active": sum(s is not None for s in self._slots),
-                    "waiting": len(self._waiting), "steps": self.steps, "closing": self._closing,
+            return {"slots": self.slots, "active": self.scheduler.active, "waiting": len(self.scheduler.waiting),
+                    "steps": self.steps, "closing": self._closing,
                     **{f"draft_{k}": v for k, v in self.drafts.items()}}
 
     @property
@@ -215,96 +180,95 @@ class Engine:
 
     def _busy(self) -> bool:
         with self._cond:
-            return bool(self._waiting) or any(s is not None for s in self._slots)
+            return self.scheduler.busy
 
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._waiting and all(s is None for s in self._slots) and not self._stopped:
+                while not self.scheduler.busy and not self._stopped:
                     self._cond.wait()
                 if self._stopped:  # after close()'s drain: what is left ends now
-                    shutdown = Event("error", error="the server shut down before the request finished", code="shutdown")
-                    for r in self._waiting:
-                        self._end(r, shutdown)
-                    self._waiting.clear()
-                    for i, slot in enumerate(self._slots):
-                        if slot is not None:
-                            self._finish(i, shutdown)
+                    self._end_all(Event("error", error="the server shut down before the request finished",
+                                        code="shutdown"))
                     return
-                self._admit()
+                self._admit(self.scheduler.admit(time.monotonic()))
             try:
-                self._reap()
-                self._prefill()
-                self._decode()
+                self._step()
             except Exception:  # a bug: end what was running, keep serving
                 log.exception("engine step failed")
-                for i, slot in enumerate(self._slots):
+                for i, slot in enumerate(self.scheduler.slots):
                     if slot is not None:
                         self._fail(i, "internal error in the engine step", "internal")
 
-    def _admit(self) -> None:
-        now = time.monotonic()
-        for r in [r for r in self._waiting if r.over(now)]:
-            self._waiting.remove(r)
+    def _end_all(self, event: Event) -> None:
+        for r in self.scheduler.waiting:
+            self._end(r, event)
+        self.scheduler.waiting.clear()
+        for i, slot in enumerate(self.scheduler.slots):
+            if slot is not None:
+                self._finish(i, event)
+
+    def _admit(self, admission: Admission) -> None:
+        for r in admission.expired:
             self._end(r, self._ending_event(r))
-        while self._waiting and None in self._slots:
-            r = self._waiting.popleft()
-            p = r.params
-            seed = p.seed if p.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
-            drafts = self.draft_tokens if p.draft_tokens is None else p.draft_tokens
-            self._slots[self._slots.index(None)] = _Slot(
-                r, list(r.prompt_ids), p.sampling(seed), Uniforms(np.random.default_rng(seed), p.temperature == 0),
-                Pacer(self.adaptive), draft_tokens=drafts, history=list(r.prompt_ids), text=StopText(p.stop))
+        for i, r in admission.admitted:
+            self.scheduler.slots[i] = self._open(r)
+
+    def _open(self, r: Request) -> Slot:
+        """The row state of a request that takes a row: its seed's RNG, its drafts, its stop strings."""
+        p = r.params
+        sampling = p.sampling
+        if p.seed is None:  # a fresh seed for each request
+            sampling = replace(sampling, seed=int(np.random.SeedSequence().entropy % 2**63))
+        drafts = self.draft_tokens if p.draft_tokens is None else p.draft_tokens
+        return Slot(r, list(r.prompt_ids), sampling,
+                    Uniforms(np.random.default_rng(sampling.seed), sampling.temperature == 0), Pacer(self.adaptive),
+                    draft_tokens=drafts, history=list(r.prompt_ids), text=StopText(p.stop))
 
     def _ending_event(self, r: Request) -> Event:
         if r.cancelled:
             return Event("done", finish_reason="cancelled", prompt_tokens=r.prompt_tokens)
         return Event("error", error=f"the request ran past its timeout of {r.params.timeout:g} s", code="timeout")
 
-    def _reap(self) -> None:
-        now = time.monotonic()
-        for i, slot in enumerate(self._slots):
-            if slot is not None and slot.request.over(now):
-                self._finish(i, self._ending_event(slot.request))
+    def _step(self) -> None:
+        """End the overdue rows, prefill one chunk, run one decode round: each planned by the scheduler just before
+        it runs (a prefill's last chunk samples its row's first token, and that row decodes in this round)."""
+        for i in self.scheduler.overdue(time.monotonic()):
+            self._finish(i, self._ending_event(self.scheduler.slots[i].request))
+        chunk = self.scheduler.prefill()
+        if chunk is not None:
+            self._prefill(chunk)
+        self._decode(self.scheduler.decode())
 
-    def _prefill(self) -> None:
-        pending = [i for i, s in enumerate(self._slots) if s is not None and s.unfed > 1]
-        if not pending:
-            return
-        i = min(pending, key=lambda i: self._slots[i].request.submitted)
-        slot = self._slots[i]
-        decoding = any(s is not None and s.unfed == 1 for s in self._slots)
-        n = min(slot.unfed, self.prefill_chunk) if decoding else slot.unfed
+    def _prefill(self, chunk: Chunk) -> None:
+        slot = self.scheduler.slots[chunk.row]
         try:
-            logits = self.runner.prefill(i, slot.window[slot.cached:slot.cached + n], slot.cached)
+            logits = self.runner.prefill(chunk.row, slot.window[chunk.start:chunk.stop], chunk.start)
         except GPTError as e:
-            self._fail(i, str(e), "internal")
+            self._fail(chunk.row, str(e), "internal")
             return
-        slot.cached += n
+        slot.cached = chunk.stop
         if slot.unfed == 0:  # the whole window is in: its last logits give the next token
-            self._sample_and_advance([i], logits[None])
+            self._sample_and_advance([chunk.row], logits[None])
 
-    def _decode(self) -> None:
-        ready = [i for i, s in enumerate(self._slots) if s is not None and s.unfed == 1]
-        few = len(ready) <= self.speculate_rows
-        speculating = [i for i in ready if few and self._slots[i].draft_tokens and self._slots[i].pacer.drafts(1)]
-        rows = [i for i in ready if i not in speculating]
-        if rows:  # first: the batched step writes a throwaway entry where a speculating row writes next
+    def _decode(self, batch: Batch) -> None:
+        slots = self.scheduler.slots
+        if batch.rows:  # first: the batched step writes a throwaway entry where a speculating row writes next
             began = time.perf_counter()
-            self._decode_rows(rows)
-            if few:  # what a plain character costs these rows, for their pacers
-                for i in rows:
-                    if self._slots[i] is not None:
-                        self._slots[i].pacer.record(False, 1, (time.perf_counter() - began) / len(rows))
-        for i in speculating:
+            self._decode_rows(batch.rows)
+            if batch.timed:  # what a plain character costs these rows, for their pacers
+                for i in batch.rows:
+                    if slots[i] is not None:
+                        slots[i].pacer.record(False, 1, (time.perf_counter() - began) / len(batch.rows))
+        for i in batch.speculate:
             self._speculate(i)
 
     def _decode_rows(self, rows: list[int]) -> None:
-        n = rows[-1] + 1
+        slots, n = self.scheduler.slots, rows[-1] + 1
         tokens = np.zeros(n, dtype=np.int64)
         lengths = np.zeros(n, dtype=np.int64)
         for i in range(n):
-            slot = self._slots[i]
+            slot = slots[i]
             if slot is not None:  # a row outside this step writes where its own next write will land
                 lengths[i] = slot.cached
                 tokens[i] = slot.window[-1] if i in rows else 0
@@ -316,12 +280,12 @@ class Engine:
             return
         self.steps += 1
         for i in rows:
-            self._slots[i].cached += 1
+            slots[i].cached += 1
         self._sample_and_advance(rows, logits[rows])
 
     def _speculate(self, i: int) -> None:
         """One verify run for row i: its unfed token and up to draft_tokens drafts, in its own cache row."""
-        slot, began = self._slots[i], time.perf_counter()
+        slot, began = self.scheduler.slots[i], time.perf_counter()
         k = min(slot.draft_tokens, self.block_size - len(slot.window),
                 slot.request.params.max_tokens - slot.generated - 1)
         try:
@@ -339,14 +303,14 @@ class Engine:
         slot.pacer.record(bool(draft), n + 1, time.perf_counter() - began)
         slot.cached += 1  # the unfed token is in the cache now, and so is each accepted draft
         for t in draft[:n]:
-            if not self._advance_safely(i, t) or self._slots[i] is not slot:
+            if not self._advance_safely(i, t) or self.scheduler.slots[i] is not slot:
                 return
             slot.cached += 1
         self._advance_safely(i, token)  # the model's own token: unfed, as after a plain step
 
     def _sample_and_advance(self, rows: list[int], logits: np.ndarray) -> None:
-        slots = [self._slots[i] for i in rows]
-        params = [s.request.params for s in slots]
+        slots = [self.scheduler.slots[i] for i in rows]
+        params = [s.sampling for s in slots]
         uniform = np.array([s.uniforms.peek(1)[0] for s in slots])
         for s in slots:
             s.uniforms.take(1)
@@ -360,13 +324,14 @@ class Engine:
             self._advance(i, token)
             return True
         except Exception as e:  # this request's fault (or its sink's): end it alone
-            log.exception("request %s failed", self._slots[i].request.id if self._slots[i] else "?")
-            if self._slots[i] is not None:
+            slot = self.scheduler.slots[i]
+            log.exception("request %s failed", slot.request.id if slot else "?")
+            if slot is not None:
                 self._fail(i, f"internal error: {type(e).__name__}", "internal")
             return False
 
     def _advance(self, i: int, token: int) -> None:
-        slot = self._slots[i]
+        slot = self.scheduler.slots[i]
         r = slot.request
         slot.generated += 1
         text, stopped = slot.text.push(self.tokenizer.itos[token])
@@ -381,14 +346,15 @@ class Engine:
             return
         slot.window.append(token)
         slot.history.append(token)
-        if len(slot.window) > self.block_size:  # gpt.decode.loop's window policy, for this row alone
-            slot.window, slot.cached = slot.window[-(self.block_size // 2):], 0
+        window, restarted = slide(slot.window, self.block_size)  # gpt.decode.loop's window policy, this row alone
+        if restarted:
+            slot.window, slot.cached = window, 0
 
     def _fail(self, i: int, message: str, code: str) -> None:
         self._finish(i, Event("error", error=message, code=code))
 
     def _finish(self, i: int, event: Event) -> None:
-        slot, self._slots[i] = self._slots[i], None
+        slot, self.scheduler.slots[i] = self.scheduler.slots[i], None
         self._end(slot.request, event)
 
     def _end(self, r: Request, event: Event) -> None:

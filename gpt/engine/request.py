@@ -1,11 +1,12 @@
-"""What a caller hands the engine and what it hands back: parameters, events, the request handle, and the
-stop-string rule for text that streams out one character at a time. Torch-free, no numpy."""
+"""What a caller hands the engine and what it hands back: parameters, events, the request handle, the one
+reading of a request's events (`Tally`, `drain`), and the stop-string rule for text that streams out one character
+at a time. Torch-free, no numpy."""
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from gpt.decode.loop import MAX_NEW_TOKENS
@@ -17,7 +18,10 @@ MAX_STOP = 4  # OpenAI's limit on stop strings
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """One request's settings. Validated here and nowhere else (the server's 400s come from these errors)."""
+    """One request's settings, checked here as far as they can be on their own (the server's 400s come from these
+    errors): max_tokens, stop and timeout by this class; temperature, top_k and top_p by `SamplingParams`, made
+    once here and kept as `sampling`. `draft_tokens` is bounded by the model's block_size, which only the engine
+    knows: `Engine.submit` checks it (`gpt.decode.speculative.loop.check_draft_tokens`, 0 = off)."""
 
     max_tokens: int = 16
     temperature: float = 1.0
@@ -27,6 +31,8 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     timeout: float | None = None  # seconds from submission; None: no deadline
     draft_tokens: int | None = None  # speculative decoding: drafts per verify run; None: the engine's; 0: off
+    # the sampler's parameters; with seed None its seed is a stand-in that the engine replaces, per request
+    sampling: SamplingParams = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_tokens <= MAX_NEW_TOKENS:
@@ -35,12 +41,8 @@ class GenerationParams:
             raise GPTError(f"stop must be at most {MAX_STOP} non-empty strings, got {list(self.stop)!r}")
         if self.timeout is not None and not self.timeout > 0:
             raise GPTError(f"timeout must be > 0 seconds, got {self.timeout}")
-        if self.draft_tokens is not None and self.draft_tokens < 0:
-            raise GPTError(f"draft_tokens must be >= 0 (0 = no speculation), got {self.draft_tokens}")
-        SamplingParams(self.temperature, self.top_k, self.top_p)  # the sampler's own checks of these three
-
-    def sampling(self, seed: int) -> SamplingParams:
-        return SamplingParams(self.temperature, self.top_k, self.top_p, seed)
+        sampling = SamplingParams(self.temperature, self.top_k, self.top_p, 0 if self.seed is None else self.seed)
+        object.__setattr__(self, "sampling", sampling)  # frozen: set once, here
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,58 @@ class Request:
         self.cancelled = True
         if self.notify is not None:
             self.notify()
+
+
+class RequestFailed(GPTError):
+    """A request of a group ended with an error event (`drain`): its message; `index`, which request it was."""
+
+    def __init__(self, index: int, event: Event):
+        super().__init__(event.error)
+        self.index, self.event = index, event
+
+
+class Tally:
+    """The one reading of the engine's events, for a group of `n` requests (indexed 0 .. n - 1) whose events arrive
+    interleaved: each request sends tokens, then one `done` or one `error`; the group is over once every request is
+    done or any has failed. It waits for nothing: each consumer gets the events its own way (`drain` from a queue,
+    the server on its event loop) and hands each one to `take`."""
+
+    def __init__(self, n: int):
+        self.left = n
+        self.finish_reasons: list[str | None] = [None] * n
+        self.completion_tokens = 0  # of the requests done
+        self.failed: tuple[int, Event] | None = None  # (index, error event) of the first request that failed
+
+    @property
+    def over(self) -> bool:
+        return self.left == 0 or self.failed is not None
+
+    def take(self, index: int, event: Event) -> str | None:
+        """The new text of a token event; None for the event that ends request `index` (kept here: its finish
+        reason and tokens, or the failure)."""
+        if event.kind == "token":
+            return event.text
+        if event.kind == "error":
+            self.failed = (index, event)
+        else:
+            self.finish_reasons[index] = event.finish_reason
+            self.completion_tokens += event.completion_tokens
+            self.left -= 1
+        return None
+
+
+def drain(get: Callable[[], tuple[int, Event]], n: int) -> Iterator[tuple[int, str]]:
+    """(index, new text) for the events of `n` requests, as `get` hands them over (waiting for each), until every
+    one is done; the first error raises `RequestFailed`. A group's requests share one queue: their sinks put
+    (index, event) in it, and `get` takes from it."""
+    tally = Tally(n)
+    while not tally.over:
+        index, event = get()
+        text = tally.take(index, event)
+        if text is not None:
+            yield index, text
+    if tally.failed is not None:
+        raise RequestFailed(*tally.failed)
 
 
 class StopText:

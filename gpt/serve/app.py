@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Protocol
 
@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette import EventSourceResponse
 
-from gpt.engine import Engine, EngineClosed, Event, QueueFull
+from gpt.engine import Engine, EngineClosed, Event, QueueFull, Tally
 from gpt.errors import GPTError
 from gpt.serve.metrics import Metrics
 from gpt.serve.options import Settings
@@ -199,104 +199,128 @@ def create_app(engine: Engine, settings: Settings = DEFAULTS, fleet: Fleet | Non
     return app
 
 
+async def _next_event(request: Request, events: asyncio.Queue[tuple[int, Event]]) -> tuple[int, Event] | None:
+    """The next (index, event); None once the client has gone away (looked at every 0.5 s while none comes)."""
+    while True:
+        try:
+            return await asyncio.wait_for(events.get(), timeout=0.5)
+        except TimeoutError:
+            if await request.is_disconnected():
+                return None
+
+
 async def _complete(request: Request, choices: _Choices, body: CompletionRequest, cid: str, arrived: float,
                     metrics: Metrics, settings: Settings) -> JSONResponse:
-    texts = [choices.prompt_of(i) if body.echo else "" for i in range(len(choices.requests))]
-    finish: list[str | None] = [None] * len(texts)
-    completion_tokens, left, first = 0, len(texts), True
+    n = len(choices.requests)
+    pieces = [[choices.prompt_of(i)] if body.echo else [] for i in range(n)]
+    tally, first = Tally(n), True
     try:
-        while left:
-            try:
-                index, event = await asyncio.wait_for(choices.events.get(), timeout=0.5)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    metrics.requests.labels(outcome="disconnected").inc()
-                    return JSONResponse({}, status_code=499)
-                continue
-            if event.kind == "token":
+        while not tally.over:
+            got = await _next_event(request, choices.events)
+            if got is None:
+                metrics.requests.labels(outcome="disconnected").inc()
+                return JSONResponse({}, status_code=499)
+            index, event = got
+            text = tally.take(index, event)
+            if text is not None:
                 if first:
                     metrics.ttft.observe(time.monotonic() - arrived)
                     first = False
-                texts[index] += event.text
-            elif event.kind == "error":
-                error = engine_error(event)
-                metrics.requests.labels(outcome=event.code or "error").inc()
-                return JSONResponse(error.body(), status_code=error.status)
-            else:
-                finish[index] = event.finish_reason
-                completion_tokens += event.completion_tokens
-                left -= 1
+                pieces[index].append(text)
     finally:
         choices.cancel()  # a no-op for finished requests; frees the slots of the rest
-    metrics.completion_tokens.inc(completion_tokens)
+    if tally.failed is not None:
+        _, event = tally.failed
+        metrics.requests.labels(outcome=event.code or "error").inc()
+        error = engine_error(event)
+        return JSONResponse(error.body(), status_code=error.status)
+    metrics.completion_tokens.inc(tally.completion_tokens)
     metrics.requests.labels(outcome="ok").inc()
     response = Completion(id=cid, model=settings.model_name,
-                          choices=[Choice(text=t, index=i, finish_reason=f) for i, (t, f) in
-                                   enumerate(zip(texts, finish, strict=True))],
-                          usage=choices.usage(completion_tokens))
+                          choices=[Choice(text="".join(p), index=i, finish_reason=f) for i, (p, f) in
+                                   enumerate(zip(pieces, tally.finish_reasons, strict=True))],
+                          usage=choices.usage(tally.completion_tokens))
     return JSONResponse(response.model_dump())
+
+
+class _Chunks:
+    """One stream's chunks in OpenAI's format, and when each choice last got text (the latency metrics, and
+    `stream_interval`'s pace)."""
+
+    def __init__(self, cid: str, model_name: str, n: int, arrived: float, metrics: Metrics):
+        self.head = {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model_name,
+                     "system_fingerprint": None}
+        self.arrived, self.metrics = arrived, metrics
+        self.last = [0.0] * n  # when each choice's text last went out (0: not yet)
+        self.sent = 0.0  # when the last batch's texts went out
+
+    def chunk(self, index: int, text: str, finish_reason: str | None = None) -> str:
+        choice = {"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason}
+        return json.dumps({**self.head, "choices": [choice], "usage": None}, ensure_ascii=False)
+
+    def of_batch(self, batch: list[tuple[int, Event]], tally: Tally) -> Iterator[str]:
+        """The chunks of a batch of events: one per choice for its texts (a choice that ends sends the texts it has
+        first, then its finish_reason), or, at an error, that error and nothing after it."""
+        now = time.monotonic()
+        texts: dict[int, str] = {}
+        for index, event in batch:
+            text = tally.take(index, event)
+            if text is not None:
+                texts[index] = texts.get(index, "") + text
+                continue
+            if index in texts:
+                yield self.chunk(index, texts.pop(index))
+            if tally.failed is not None:
+                yield json.dumps(engine_error(event).body())
+                return
+            yield self.chunk(index, "", event.finish_reason)
+        if texts:
+            self.sent = now
+        for index, text in texts.items():
+            if self.last[index]:
+                self.metrics.itl.observe(now - self.last[index])
+            elif not any(self.last):
+                self.metrics.ttft.observe(now - self.arrived)
+            self.last[index] = now
+            yield self.chunk(index, text)
+
+
+async def _gather(events: asyncio.Queue[tuple[int, Event]], interval: float | None,
+                  sent: float) -> list[tuple[int, Event]]:
+    """The next event and every one waiting behind it; with `interval`, after a chunk went out at `sent`, the
+    events of that long since then (the first text goes out at once, the rest at most so often)."""
+    batch = [await events.get()]
+    if interval and sent:
+        await asyncio.sleep(sent + interval - time.monotonic())
+    while not events.empty():
+        batch.append(events.get_nowait())
+    return batch
 
 
 async def _stream(choices: _Choices, body: CompletionRequest, cid: str, arrived: float, include_usage: bool,
                   metrics: Metrics, settings: Settings) -> AsyncIterator[str]:
-    """OpenAI's chunks. The texts that wait in the queue when the loop comes round are sent as one chunk per
-    choice: under load one event (one JSON, one write) carries several characters, not one each. With
+    """OpenAI's chunks, then `[DONE]`. The texts that wait in the queue when the loop comes round are sent as one
+    chunk per choice: under load one event (one JSON, one write) carries several characters, not one each. With
     `stream_interval` the stream waits that long after a chunk before it gathers the next one: fewer, longer
     chunks, for a hop that costs per chunk (Ray Serve's proxy)."""
-    head = {"id": cid, "object": "text_completion", "created": int(time.time()), "model": settings.model_name,
-            "system_fingerprint": None}
-
-    def chunk(index: int, text: str, finish_reason: str | None = None) -> str:
-        choice = {"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason}
-        return json.dumps({**head, "choices": [choice], "usage": None}, ensure_ascii=False)
-
     n = len(choices.requests)
-    last = [0.0] * n
-    completion_tokens, left, outcome = 0, n, "disconnected"
+    chunks, tally, outcome = _Chunks(cid, settings.model_name, n, arrived, metrics), Tally(n), "disconnected"
     try:
         if body.echo:
             for i in range(n):
-                yield chunk(i, choices.prompt_of(i))
-        sent = 0.0  # when the last chunk went out
-        while left:
-            batch = [await choices.events.get()]
-            if settings.stream_interval and sent:  # the first text goes out at once, the rest at most so often
-                await asyncio.sleep(sent + settings.stream_interval - time.monotonic())
-            while not choices.events.empty():
-                batch.append(choices.events.get_nowait())
-            now = time.monotonic()
-            texts: dict[int, str] = {}
-            for index, event in batch:
-                if event.kind == "token":
-                    texts[index] = texts.get(index, "") + event.text
-                    continue
-                if index in texts:
-                    yield chunk(index, texts.pop(index))
-                if event.kind == "error":
-                    outcome = event.code or "error"
-                    yield json.dumps(engine_error(event).body())
-                    break
-                completion_tokens += event.completion_tokens
-                left -= 1
-                yield chunk(index, "", event.finish_reason)
-            else:
-                sent = now if texts else sent
-                for index, text in texts.items():
-                    if last[index]:
-                        metrics.itl.observe(now - last[index])
-                    elif not any(last):
-                        metrics.ttft.observe(now - arrived)
-                    last[index] = now
-                    yield chunk(index, text)
-                continue
-            break  # an error ended the stream
-        else:
+                yield chunks.chunk(i, choices.prompt_of(i))
+        while not tally.over:
+            for line in chunks.of_batch(await _gather(choices.events, settings.stream_interval, chunks.sent), tally):
+                yield line
+        if tally.failed is None:
             outcome = "ok"
             if include_usage:
                 yield Completion(id=cid, model=settings.model_name, choices=[],
-                                 usage=choices.usage(completion_tokens)).model_dump_json()
+                                 usage=choices.usage(tally.completion_tokens)).model_dump_json()
         yield DONE
     finally:  # also when the client went away: the engine frees the slots at its next step
         choices.cancel()
-        metrics.completion_tokens.inc(completion_tokens)
+        metrics.completion_tokens.inc(tally.completion_tokens)
+        if tally.failed is not None:
+            outcome = tally.failed[1].code or "error"
         metrics.requests.labels(outcome=outcome).inc()

@@ -102,7 +102,7 @@ class CompletionRequest(BaseModel):
             message = str(e)  # the sampler's checks name its command-line options: name the API's fields
             for option, field in (("--top-k", "top_k"), ("--top-p", "top_p"), ("--temperature", "temperature")):
                 message = message.replace(option, field)
-            fields = ("temperature", "top_p", "top_k", "stop", "draft_tokens")
+            fields = ("temperature", "top_p", "top_k", "stop")
             param = next((name for name in fields if name in message), None)
             raise APIError(400, message, param) from None
 
