@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import NoReturn
 
 
@@ -22,6 +23,20 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+@contextmanager
+def flag_names(*names: str) -> Iterator[None]:
+    """A CLI calls the library through this: an error the library phrases with a Python parameter
+    (`draft_tokens must be ...`) reaches the user with the flag they typed (`--draft-tokens must be ...`)."""
+    try:
+        yield
+    except GPTError as e:
+        message = str(e)
+        for name in names:
+            if message.startswith(name + " "):
+                raise GPTError("--" + name.replace("_", "-") + message[len(name):]) from None
+        raise
 
 
 def at_least(low: int) -> Callable[[str], int]:

@@ -79,7 +79,7 @@ class Engine:
             raise GPTError(f"--speculate-rows must be >= 0, got {speculate_rows}")
         self.runner = SlotRunner(path, slots, threads)
         if speculative is not None or drafter is not None:  # named as gpt.serve's option, like the checks above
-            check_draft_tokens(draft_tokens, self.runner.block_size, "--draft-tokens")
+            check_draft_tokens(draft_tokens, self.runner.block_size)
         if speculative is not None:
             from gpt.decode.speculative.drafters import open_drafter
 

@@ -23,7 +23,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from gpt.errors import GPTError, run_cli
+from gpt.errors import GPTError, flag_names, run_cli
 from gpt.serve import options
 from gpt.serve.options import autoscale_range, build_parser, check, check_port, check_ray_address, settings
 
@@ -50,7 +50,8 @@ def serve_here(args: argparse.Namespace) -> int:
     from gpt.engine import Engine
 
     spin_workers(args.spin)  # the HTTP side and the clients share these cores
-    engine = Engine(args.onnx, **options.engine_options(args))
+    with flag_names("draft_tokens"):
+        engine = Engine(args.onnx, **options.engine_options(args))
     served = settings(args)
     app = create_app(engine, served)
     AppStatus.disable_automatic_graceful_drain()  # on SIGTERM streams finish (up to --drain-timeout), not cut
