@@ -21,7 +21,7 @@ from gpt.decode.loop import check_max_new_tokens, check_num_samples, generate, p
 from gpt.decode.sampler import Sampler, SamplingParams
 from gpt.decode.speculative.drafters import SPECULATIVE_HELP, check_speculative, open_drafter
 from gpt.decode.speculative.loop import DEFAULT_DRAFT_TOKENS, SpeculativeStats, generate_speculative
-from gpt.errors import ArgumentParser, GPTError, add_threads, run_cli
+from gpt.errors import ArgumentParser, GPTError, add_threads, flag_names, run_cli
 from gpt.tokenizer import CharTokenizer
 
 
@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    params = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
+    with flag_names("temperature", "top_k", "top_p"):
+        params = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
     check_max_new_tokens(args.max_new_tokens, "--max-new-tokens")  # before the model loads
     check_num_samples(args.num_samples, "--num-samples", "--seed")
     if args.speculative and args.backend != "onnxruntime":

@@ -24,11 +24,11 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0:
-            raise GPTError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
+            raise GPTError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if self.top_k < 0:
-            raise GPTError(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
+            raise GPTError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
         if not 0 < self.top_p <= 1:
-            raise GPTError(f"--top-p must be in (0, 1], got {self.top_p}")
+            raise GPTError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
