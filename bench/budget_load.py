@@ -12,11 +12,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
-from bench.common import cpu_model
-from bench.recipes import load_results, record, run
-from bench.results_files import command_line
+from bench.harness.cli import add_options, command
+from bench.harness.machine import cpu_model
+from bench.harness.train_runs import Appended, length_args, run
+from bench.reports.training import BUDGET_HEADER, budget_row
 from gpt.errors import ArgumentParser, run_cli
 from gpt.train.budget import parse_duration
 
@@ -50,7 +52,7 @@ class Load:
             t.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for t in self.timers:
             t.cancel()
         self.stop()
@@ -58,7 +60,7 @@ class Load:
 
 def under_load(name: str, budget: str, data_dir: Path) -> dict:
     budget_s, stretch = parse_duration(budget), LOADS[name]
-    length = ["--time-budget", budget]
+    length = length_args(budget)
     if stretch is None:
         result = run(name, [], length, data_dir)
     else:
@@ -71,35 +73,20 @@ def under_load(name: str, budget: str, data_dir: Path) -> dict:
     return result
 
 
-HEADER = "| load | budget used | iterations | val loss | precision |\n|---|---:|---:|---:|---|\n"
-
-
-def table_row(r: dict) -> str:
-    if "error" in r:
-        return f"| {r['variant']} | failed: {r['error']} | | | |"
-    return (f"| {r['variant']} | {100 * r['used']:.1f} % ({r['wall_s']:.0f} s) | {r['iters']:,} | "
-            f"**{r['val_loss']:.4f}** | {r['first_line'].split(', ')[5].split(' (')[0]} |")
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m bench.budget_load", description=__doc__)
     p.add_argument("--budget", default="8m", help="each run's --time-budget (default 8m, the demo's)")
     p.add_argument("--loads", nargs="*", choices=list(LOADS), help="these load patterns only (default: all)")
-    p.add_argument("--out", type=Path, required=True, help="the markdown table to append to (and .json beside)")
-    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    add_options(p, out="the markdown table to append to (and .json beside)", out_required=True, data_dir=True)
     args = p.parse_args(argv)
     parse_duration(args.budget)
-    if not args.out.exists():
-        args.out.write_text(f"# The time budget under load ({args.budget} each, `cpu` preset)\n\n"
-                            f"CPU: {cpu_model()}, 2 threads; load: {BUSY_PROCESSES} spinning Python processes. "
-                            "Used: the command's wall time over the budget. Val loss: the best model's float32 "
-                            "full pass.\n\n" + HEADER)
-    results_path = args.out.with_suffix(".json")
-    results = load_results(results_path, command_line("python -m bench.budget_load",
-                                                      sys.argv[1:] if argv is None else list(argv)))
+    heading = (f"# The time budget under load ({args.budget} each, `cpu` preset)\n\nCPU: {cpu_model()}, 2 threads; "
+               f"load: {BUSY_PROCESSES} spinning Python processes. Used: the command's wall time over the budget. "
+               "Val loss: the best model's float32 full pass.\n\n" + BUDGET_HEADER)
+    table = Appended(args.out, heading, command(p, argv))
     for name in args.loads or LOADS:
         result = under_load(name, args.budget, args.data_dir)
-        record(results, results_path, args.out, result, table_row(result))
+        table.add(result, budget_row(result))
     return 0
 
 

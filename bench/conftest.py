@@ -1,5 +1,6 @@
-"""Benchmark session: options, one set of model files per preset, decoders shared across tests, and the
-machine description written into the pytest-benchmark JSON.
+"""Benchmark session of the suite in bench/suite/: options, one set of model files per preset, decoders shared
+across tests, where a run writes its results, and the machine description written into the pytest-benchmark JSON.
+It sits at bench/, where `pytest bench` reads it first, so that its options are known when the command line is.
 
     make bench                                   # cpu + shakespeare presets, JSON + table + chart in bench/results
     pytest bench --bench-presets cpu,shakespeare,large
@@ -12,6 +13,7 @@ attention path (both inside gpt.decode.backends.torch_decoder), and a warm-up ro
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 from collections.abc import Callable
@@ -20,39 +22,40 @@ from pathlib import Path
 
 import pytest
 
-from bench import common
-from bench.models import Artifacts, open_backend
-from bench.results_files import command_line, stamp, this_machine
-
-ROOT = Path(__file__).resolve().parents[1]
-
+from bench.harness import machine, plan
+from bench.harness.models import Artifacts, open_backend
+from bench.harness.results_files import RESULTS, command_line, stamp
 
 # ---------------------------------------------------------------------------------------------- options
 
 
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def pytest_addoption(parser):
     g = parser.getgroup("bench", "shakespeare-gpt benchmarks (bench/)")
-    g.addoption("--bench-smoke", action="store_true", default=common.env_flag("BENCH_SMOKE"),
+    g.addoption("--bench-smoke", action="store_true", default=env_flag("BENCH_SMOKE"),
                 help="tiny model and sizes, one round: checks every benchmark runs (env BENCH_SMOKE=1)")
-    g.addoption("--bench-presets", default=os.environ.get("BENCH_PRESETS", ",".join(common.DEFAULT_PRESETS)),
+    g.addoption("--bench-presets", default=os.environ.get("BENCH_PRESETS", ",".join(plan.DEFAULT_PRESETS)),
                 help="comma-separated presets to benchmark (env BENCH_PRESETS; default cpu,shakespeare; "
                      "large is slow on 2 cores)")
     g.addoption("--bench-threads", type=int, default=int(os.environ.get("BENCH_THREADS", "0")) or None,
                 help="threads for every backend (env BENCH_THREADS; default: physical cores)")
     g.addoption("--bench-budget", type=float, default=float(os.environ.get("BENCH_BUDGET_S", "0")) or None,
                 help="timed seconds to aim for per benchmark (env BENCH_BUDGET_S; default 2)")
-    g.addoption("--bench-full-baseline", action="store_true", default=common.env_flag("BENCH_FULL_BASELINE"),
+    g.addoption("--bench-full-baseline", action="store_true", default=env_flag("BENCH_FULL_BASELINE"),
                 help="run the no-cache baseline at batch > 1 for every length, not just the shortest "
                      "(env BENCH_FULL_BASELINE=1; +1-2 minutes)")
     g.addoption("--bench-train-variants",
-                default=os.environ.get("BENCH_TRAIN_VARIANTS", ",".join(common.DEFAULT_TRAIN_VARIANTS)),
+                default=os.environ.get("BENCH_TRAIN_VARIANTS", ",".join(plan.DEFAULT_TRAIN_VARIANTS)),
                 help="comma-separated training variants, or 'all' (env BENCH_TRAIN_VARIANTS; "
-                     f"from {', '.join(common.TRAIN_VARIANTS)})")
+                     f"from {', '.join(plan.TRAIN_VARIANTS)})")
 
 
 def bench_presets(config) -> list[str]:
     if config.getoption("--bench-smoke"):
-        return [common.SMOKE_PRESET]
+        return [plan.SMOKE_PRESET]
     from gpt.config import PRESETS
 
     names = [p.strip() for p in config.getoption("--bench-presets").split(",") if p.strip()]
@@ -64,10 +67,10 @@ def bench_presets(config) -> list[str]:
 
 def train_variants(config) -> list[str]:
     raw = config.getoption("--bench-train-variants")
-    names = list(common.TRAIN_VARIANTS) if raw.strip() == "all" else [v.strip() for v in raw.split(",") if v.strip()]
-    unknown = [v for v in names if v not in common.TRAIN_VARIANTS]
+    names = list(plan.TRAIN_VARIANTS) if raw.strip() == "all" else [v.strip() for v in raw.split(",") if v.strip()]
+    unknown = [v for v in names if v not in plan.TRAIN_VARIANTS]
     if unknown:
-        raise pytest.UsageError(f"--bench-train-variants: unknown {unknown}; choose from {list(common.TRAIN_VARIANTS)}")
+        raise pytest.UsageError(f"--bench-train-variants: unknown {unknown}; choose from {list(plan.TRAIN_VARIANTS)}")
     return names
 
 
@@ -79,7 +82,7 @@ def thread_count(config) -> int:
 
 def pytest_generate_tests(metafunc):
     config = metafunc.config
-    s = common.sizes(config.getoption("--bench-smoke"))
+    s = plan.sizes(config.getoption("--bench-smoke"))
     grids = {
         "preset": bench_presets(config),
         "batch": list(s.batches),
@@ -104,14 +107,14 @@ def deselected(config, item) -> bool:
     params = getattr(item, "callspec", None)
     params = params.params if params else {}
     backend = params.get("backend")
-    if backend in common.BATCH1_ONLY and params.get("batch", 1) > 1:
+    if backend in plan.BATCH1_ONLY and params.get("batch", 1) > 1:
         return True
     if backend == "genai-loop" and "new_tokens" not in params:
         return True  # its loop has no prefill-only call
     if config.getoption("--bench-smoke"):
         return any(all(part in item.name for part in rule) for rule in SMOKE_DESELECT)
-    if backend == common.BASELINE and params.get("batch", 1) > 1 and "new_tokens" in params:
-        return not config.getoption("--bench-full-baseline") and params["new_tokens"] != min(common.NEW_TOKENS)
+    if backend == plan.BASELINE and params.get("batch", 1) > 1 and "new_tokens" in params:
+        return not config.getoption("--bench-full-baseline") and params["new_tokens"] != min(plan.NEW_TOKENS)
     return False
 
 
@@ -123,8 +126,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def bench_sizes(pytestconfig) -> common.Sizes:
-    s = common.sizes(pytestconfig.getoption("--bench-smoke"))
+def bench_sizes(pytestconfig) -> plan.Sizes:
+    s = plan.sizes(pytestconfig.getoption("--bench-smoke"))
     budget = pytestconfig.getoption("--bench-budget")
     return replace(s, budget_s=budget) if budget and not s.smoke else s
 
@@ -137,6 +140,15 @@ def threads(pytestconfig) -> int:
     n = thread_count(pytestconfig)
     torch.set_num_threads(n)
     return n
+
+
+@pytest.fixture
+def out_path(pytestconfig, tmp_path) -> Callable[[str], Path]:
+    """Where a run writes NAME.{md,json,png}: bench/results/DATE-NAME (`make bench`), or tmp_path (the smoke run:
+    the report and the picture are made all the same)."""
+    if pytestconfig.getoption("--bench-smoke"):
+        return lambda name: tmp_path / name
+    return lambda name: RESULTS / f"{datetime.date.today()}-{name}"
 
 
 @pytest.fixture(scope="session")
@@ -173,11 +185,11 @@ LOAD_AT_START = os.getloadavg()
 def pytest_benchmark_update_machine_info(config, machine_info):
     import torch
 
-    machine_info["cpu_model"] = common.cpu_model()
+    machine_info["cpu_model"] = machine.cpu_model()
     machine_info["logical_cpus"] = os.cpu_count()
     machine_info["threads"] = thread_count(config)
     machine_info["torch_threads"] = torch.get_num_threads()
-    machine_info["packages"] = common.package_versions()
+    machine_info["packages"] = machine.package_versions()
     machine_info["python_version"] = sys.version.split()[0]
     machine_info["cuda"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
@@ -185,13 +197,14 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     load_end = os.getloadavg()
     threads = thread_count(config)
-    # What the docs show beside every figure (bench/results_files.py); `make bench` passes its own spelling.
+    # What the docs show beside every figure (bench/harness/results_files.py); `make bench` passes its own spelling.
     command = os.environ.get("BENCH_COMMAND") or command_line("python -m pytest", list(config.invocation_params.args))
     gpu = output_json.get("machine_info", {}).get("cuda")
-    output_json.update(stamp({}, command, f"{gpu} ({this_machine()} host)" if gpu else this_machine()))
+    host = machine.this_machine()
+    output_json.update(stamp({}, command, f"{gpu} ({host} host)" if gpu else host))
     output_json["bench"] = {
-        "commit": common.git("rev-parse", "HEAD"),
-        "dirty": bool(common.git("status", "--porcelain", "--untracked-files=no")),
+        "commit": machine.git("rev-parse", "HEAD"),
+        "dirty": bool(machine.git("status", "--porcelain", "--untracked-files=no")),
         "smoke": config.getoption("--bench-smoke"),
         "presets": bench_presets(config),
         "threads": threads,

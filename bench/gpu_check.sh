@@ -2,7 +2,7 @@
 # The checks a lent CUDA GPU runs, in order of importance, each under its own time limit so one slow stage
 # cannot take the others down with it:
 #   1. the CUDA kernel tests (tests/test_kernels.py -m cuda): Triton attention vs the reference on the GPU
-#   2. the attention benchmark (bench/test_attention_bench.py): TFLOP/s and speed relative to SDPA flash,
+#   2. the attention benchmark (bench/suite/test_attention_bench.py): TFLOP/s and speed relative to SDPA flash,
 #      plus a compiled shakespeare training step per backend in tokens/s
 #   3. a compiled `shakespeare` training run with the Triton kernel: val loss over wall time (log.jsonl)
 #
@@ -31,7 +31,7 @@ timeout 200 python3 -m pytest -m cuda tests/test_kernels.py -q -p no:cacheprovid
   | tee "$out/kernels-tests.txt"
 
 stage "attention benchmark"
-timeout 200 python3 -m pytest bench/test_attention_bench.py -q -p no:cacheprovider -k "speed or not naive" \
+timeout 200 python3 -m pytest bench/suite/test_attention_bench.py -q -p no:cacheprovider -k "speed or not naive" \
   --benchmark-json "$out/attention.json" --benchmark-columns=mean,stddev,rounds 2>&1 | tee "$out/attention-bench.txt"
 
 train() {  # attention backend: a compiled shakespeare run for what is left of ~560 s

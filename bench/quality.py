@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from bench.harness.cli import add_options
 from gpt.errors import ArgumentParser, GPTError, run_cli
 
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m bench.quality", description=__doc__)
     p.add_argument("--ckpt", type=Path, default=Path("out"), help="checkpoint directory (default: out)")
     p.add_argument("--data", type=Path, help="the training text (default: Tiny Shakespeare from --data-dir)")
-    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    add_options(p, data_dir=True)
     p.add_argument("--chars", type=int, default=3000, help="characters to sample (default 3000)")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--seed", type=int, default=1337)

@@ -31,14 +31,15 @@ Output (one table per batch; µs per step, i.e. per batch of `batch` tokens):
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import cpu_model
+from bench.harness.cli import add_options
+from bench.harness.genai import genai_missing, open_genai
+from bench.harness.machine import cpu_model
 from gpt.errors import ArgumentParser, GPTError, run_cli
 
 TEMPERATURE = 0.8
@@ -84,16 +85,10 @@ class EngineLoop:
 
 class GenaiLoop:
     def __init__(self, path: Path, batch: int, threads: int, block_size: int):
-        try:
-            import onnxruntime_genai as og
-        except ImportError:
-            raise GPTError("bench.step needs `pip install onnxruntime-genai`") from None
-        if not path.with_name("genai_config.json").is_file():
-            raise GPTError(f"{path.with_name('genai_config.json')} is missing: export with `--genai`")
-        config = og.Config(str(path.parent))
-        config.overlay(json.dumps({"model": {"decoder": {"filename": path.name, "session_options": {
-            "intra_op_num_threads": threads}}}}))
-        self.og, self.model = og, og.Model(config)
+        why = genai_missing(path)
+        if why:
+            raise GPTError(f"bench.step times onnxruntime-genai beside the engine: {why}")
+        self.og, self.model = open_genai(path, threads)
         self.batch, self.block_size = batch, block_size
 
     def round(self, seed: int) -> np.ndarray:
@@ -118,13 +113,13 @@ class GenaiLoop:
 
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m bench.step", description=__doc__)
-    p.add_argument("--onnx", type=Path, required=True, help="a gqa file with genai_config.json beside it")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads of both sessions (default 1)")
+    add_options(p, onnx="a gqa file with genai_config.json beside it",
+                threads="intra-op threads of both sessions (default 1)", threads_default=1)
     p.add_argument("--batch", type=int, nargs="+", default=[1, 16], help="rows per step (default: 1 16)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved pairs after one warm-up each (default 5)")
     args = p.parse_args(argv)
-    if args.rounds < 1 or args.threads < 1 or min(args.batch) < 1:
-        raise GPTError("--rounds, --threads and --batch must be >= 1")
+    if args.rounds < 1 or min(args.batch) < 1:
+        raise GPTError("--rounds and --batch must be >= 1")
     from gpt.decode.backends.ort_session import open_session
 
     _, meta = open_session(args.onnx, threads=1)

@@ -16,7 +16,7 @@ from dataclasses import asdict
 
 import torch
 
-from bench.common import cpu_model
+from bench.harness.machine import cpu_model
 from gpt.config import ModelConfig, get_preset
 from gpt.errors import ArgumentParser, run_cli
 from gpt.model import GPT

@@ -1,7 +1,7 @@
 """MkDocs hooks (mkdocs.yml `hooks:`): what the pages show is made from the code and the result files at build
 time, never typed in.
 
-    {{ results: KIND ARG }}   (alone on a line) a results table from bench/results/ARG.json (bench/tables.py: KIND)
+    {{ results: KIND ARG }}   (alone on a line) a results table from bench/results/ARG.json (bench/reports/tables.py)
     {{ cli: MODULE }}         the options of `python -m MODULE`, from its argparse parser (`all`: every one)
     {{ presets: }}            the model presets, from gpt.config.PRESETS
     {{ table: PATH }}         the first Markdown table of a file of the repository (tests/README.md's guarantees)
@@ -19,8 +19,8 @@ from pathlib import Path
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 
-from bench import tables
-from bench.results_files import RESULTS, ResultFile, ResultsError, read_all
+from bench.harness.results_files import RESULTS, ResultFile, ResultsError, read_all
+from bench.reports import tables
 from docsgen import cli, presets
 
 ROOT = Path(__file__).resolve().parents[1]

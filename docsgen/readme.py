@@ -10,8 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import tables
-from bench.results_files import ResultsError, read_all
+from bench.harness.results_files import ResultsError, read_all
+from bench.reports import tables
 from gpt.errors import ArgumentParser, GPTError, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ tests) - bf16 is not supported there. On CUDA, block sizes are autotuned; on CPU
 Registered as torch.library custom ops (kernels::flash_attn_fwd / kernels::flash_attn_bwd) with fake
 impls and an autograd formula, so torch.compile(fullgraph=True) treats them as opaque nodes.
 Layout, like the Triton tutorials: kernels, launch configuration, launchers (custom ops), reference below;
-benchmark in bench/test_attention_bench.py, tests in tests/test_kernels.py.
+benchmark in bench/suite/test_attention_bench.py, tests in tests/test_kernels.py.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import re
 import pytest
 from conftest import ROOT
 
-from bench.results_files import ResultsError, read, read_all, stamp
+from bench.harness.results_files import ResultsError, read, read_all, stamp
 from docsgen import cli, readme
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import common
-from bench.timing import measure, timed
+from bench.harness import plan
+from bench.harness.timing import measure, timed
 
 MIB = 1 << 20
 READ_SIZES_MIB = (1, 4, 16, 64, 256)
 
 
-def read_sizes(s: common.Sizes) -> list[int]:
+def read_sizes(s: plan.Sizes) -> list[int]:
     if s.smoke:
         return [MIB, s.dram_bytes]
     return [m * MIB for m in READ_SIZES_MIB] + [s.dram_bytes]
@@ -26,7 +26,7 @@ def read_sizes(s: common.Sizes) -> list[int]:
 
 def pytest_generate_tests(metafunc):
     if "read_bytes" in metafunc.fixturenames:
-        s = common.sizes(metafunc.config.getoption("--bench-smoke"))
+        s = plan.sizes(metafunc.config.getoption("--bench-smoke"))
         sizes = read_sizes(s)
         metafunc.parametrize("read_bytes", sizes, ids=[f"{b // MIB}MiB" for b in sizes])
 
@@ -61,7 +61,7 @@ def test_matmul_peak(benchmark, threads, bench_sizes, device, dtype):
     mm()
     # One round when a single product is slow: bf16 without AMX/AVX512-BF16 kernels took minutes per call on
     # the AMD EPYC of 2026-11-25 (its peak is then a finding, not a figure worth four minutes more).
-    rounds = common.rounds_for(timed(mm), bench_sizes, min_rounds=1)
+    rounds = plan.rounds_for(timed(mm), bench_sizes, min_rounds=1)
     benchmark.group = f"hardware: peak matmul ({n}x{n} torch.mm)"
     benchmark.extra_info.update(kind="matmul_peak", dtype=dtype, n=n, flops=2 * n**3, threads=threads,
                                 device=device)

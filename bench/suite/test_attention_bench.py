@@ -1,6 +1,6 @@
 """Attention benchmarks on a CUDA GPU (the whole module is skipped without one).
 
-    pytest bench/test_attention_bench.py            # pytest-benchmark stats + a TFLOP/s table at the end
+    pytest bench/suite/test_attention_bench.py      # pytest-benchmark stats + a TFLOP/s table at the end
 
 1. Causal attention, bf16, forward and forward+backward: triton (kernels/attention.py) vs SDPA forced to
    its flash backend vs naive, at (B=64, H=6 or 12, T=256, D=64). extra_info holds TFLOP/s and the speed

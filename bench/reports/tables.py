@@ -2,7 +2,8 @@
 
 A page asks for a table by name (`{{ results: NAME ARG }}`, see docsgen/hooks.py); `render` returns its
 Markdown: the figures, then the line that says where they come from (machine, date, command, file). Tables
-that mix result files give each row its own machine, date and command. Nothing here holds a number.
+that mix result files give each row its own machine, date and command. Nothing here holds a number, and a
+benchmark's own table comes from its module in bench/reports/, which the benchmark's command writes with too.
 """
 
 from __future__ import annotations
@@ -10,15 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from bench import common, report
-from bench.results_files import ResultFile, ResultsError
-from bench.runs import Results
+from bench.harness.plan import BACKEND_LABELS, DECODE_BACKENDS, DEFAULT_PRESETS
+from bench.harness.results_files import ResultFile, ResultsError
+from bench.reports import bench_run, cluster, serving, speculative, training
+from bench.reports.markdown import cell, fmt
+from bench.reports.runs import Results
 
 Link = Callable[[str], str]  # a result file's name -> the link to it from the page being built
-
-
-def cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def source(f: ResultFile, link: Link) -> str:
@@ -55,18 +54,18 @@ def decode(files: dict[str, ResultFile], link: Link, name: str) -> str:
     """tokens/s per backend (rows) and preset (columns) at batch 1 (batch 8), 64-char prompt + 500 new tokens."""
     f = need(files, name)
     d = Results(f.path).decode()
-    presets = [p for p in common.DEFAULT_PRESETS + ("large",) if any(k[0] == p for k in d)]
+    presets = [p for p in DEFAULT_PRESETS + ("large",) if any(k[0] == p for k in d)]
     n = max(k[2] for k in d)
     lines = ["| tokens/s, batch 1 (batch 8) | " + " | ".join(f"`{p}`" for p in presets) + " |",
              "|---|" + "---:|" * len(presets)]
-    for backend in common.DECODE_BACKENDS:
+    for backend in DECODE_BACKENDS:
         if not any(k[3] == backend and k[2] == n for k in d):
             continue
         cells = []
         for p in presets:
             one, eight = (d.get((p, b, n, backend), {}).get("tokens_per_s") for b in (1, 8))
-            cells.append(report.fmt(one) + (f" ({report.fmt(eight)})" if eight else "") if one else "–")
-        lines.append(f"| {common.BACKEND_LABELS[backend]} | " + " | ".join(cells) + " |")
+            cells.append(fmt(one) + (f" ({fmt(eight)})" if eight else "") if one else "–")
+        lines.append(f"| {BACKEND_LABELS[backend]} | " + " | ".join(cells) + " |")
     note = f"{n} new tokens after a 64-character prompt, greedy, random weights."
     return "\n".join(lines) + f"\n\n{note}  \n" + source(f, link)
 
@@ -75,54 +74,38 @@ def bench_report(files: dict[str, ResultFile], link: Link, name: str) -> str:
     """bench.report's sections of a `make bench` run (targets, decode, prefill, training, hardware)."""
     f = need(files, name)
     r = Results(f.path)
-    parts = [report.targets_section(r), report.decode_section(r), report.prefill_section(r)]
-    if r.by_kind.get("train"):
-        parts.append(report.train_section(r))
-    parts.append(report.hardware_section(r))
-    body = "\n\n".join(re.sub(r"^### ", "#### ", p, flags=re.M) for p in parts)
-    return report.header(r) + "\n\n" + body + "\n\n" + source(f, link)
+    body = "\n\n".join(re.sub(r"^### ", "#### ", p, flags=re.M) for p in bench_run.sections(r))
+    return bench_run.header(r) + "\n\n" + body + "\n\n" + source(f, link)
 
 
-def serving(files: dict[str, ResultFile], link: Link, name: str) -> str:
-    from bench.serving import markdown
-
+def serving_table(files: dict[str, ResultFile], link: Link, name: str) -> str:
+    """bench.serving: the server under each concurrency, beside `gpt.sample` batch 1."""
     f = need(files, name)
-    return markdown(f.data).strip() + "\n\n" + source(f, link)
+    return serving.markdown(f.data).strip() + "\n\n" + source(f, link)
 
 
-def cluster(files: dict[str, ResultFile], link: Link, name: str) -> str:
-    from bench.cluster import markdown
-
+def cluster_table(files: dict[str, ResultFile], link: Link, name: str) -> str:
+    """bench.cluster: one process beside Ray Serve's replicas, and the proxy's cost."""
     f = need(files, name)
-    return markdown(f.data).strip() + "\n\n" + source(f, link)
+    return cluster.markdown(f.data).strip() + "\n\n" + source(f, link)
 
 
-def speculative(files: dict[str, ResultFile], link: Link, name: str, targets: str = "") -> str:
+def speculative_tables(files: dict[str, ResultFile], link: Link, name: str, targets: str = "") -> str:
     """bench.speculative's tables; `targets` (cpu, shakespeare) adds issue 32's targets against the figures."""
-    from bench.speculative import tables
-
     f = need(files, name)
-    return tables(f.data, targets).strip() + "\n\n" + source(f, link)
+    return speculative.tables(f.data, targets).strip() + "\n\n" + source(f, link)
 
 
 def recipes(files: dict[str, ResultFile], link: Link, name: str) -> str:
+    """bench.recipes: one gpt.train run per variant."""
     f = need(files, name)
-    lines = ["| variant | gpt.train options | val loss (full pass) | iterations | wall |", "|---|---|---:|---:|---:|"]
-    for r in f.rows:
-        if "error" in r:
-            lines.append(f"| {r['variant']} | `{' '.join(r['args'])}` | failed: {cell(r['error'])} | | |")
-        else:
-            lines.append(f"| {r['variant']} | `{' '.join(r['args'])}` | {r['val_loss']:.4f} | {r['iters']} | "
-                         f"{r['wall_s']:.0f} s |")
-    return "\n".join(lines) + "\n\n" + source(f, link)
+    return training.recipes_table(f.rows) + "\n\n" + source(f, link)
 
 
 def budget_load(files: dict[str, ResultFile], link: Link, name: str) -> str:
     """bench.budget_load: the demo's training beside each scripted load."""
-    from bench.budget_load import HEADER, table_row
-
     f = need(files, name)
-    return HEADER + "\n".join(table_row(r) for r in f.rows) + "\n\n" + source(f, link)
+    return training.budget_table(f.rows) + "\n\n" + source(f, link)
 
 
 def attention(files: dict[str, ResultFile], link: Link, name: str) -> str:
@@ -155,12 +138,12 @@ def attention(files: dict[str, ResultFile], link: Link, name: str) -> str:
 def _decode_row(f: ResultFile, preset: str, backend: str, versus: str) -> str:
     d = Results(f.path).decode()
     a, b = (d.get((preset, 1, 500, k), {}).get("tokens_per_s") for k in (backend, versus))
-    return f"{report.fmt(a)} tok/s, {a / b:.1f}× {common.BACKEND_LABELS[versus]}"
+    return f"{fmt(a)} tok/s, {a / b:.1f}× {BACKEND_LABELS[versus]}"
 
 
 def _serving_row(f: ResultFile, concurrency: int) -> str:
     r = next(r for r in f.rows if r["server"] == "gpt.serve" and r["concurrency"] == concurrency)
-    return (f"{report.fmt(r['tokens_per_s'])} tok/s over HTTP at {concurrency} streams "
+    return (f"{fmt(r['tokens_per_s'])} tok/s over HTTP at {concurrency} streams "
             f"({r['tokens_per_s'] / f.data['sample_batch1_tok_s']:.2f}× one stream of `gpt.sample`)")
 
 
@@ -172,7 +155,7 @@ def _speculative_row(f: ResultFile) -> str:
 
 def _cluster_row(f: ResultFile) -> str:
     one, ray = f.rows[0], max(f.rows[1:], key=lambda r: r["tokens_per_s"])
-    return (f"{report.fmt(ray['tokens_per_s'])} tok/s ({ray['server']}) against {report.fmt(one['tokens_per_s'])} "
+    return (f"{fmt(ray['tokens_per_s'])} tok/s ({ray['server']}) against {fmt(one['tokens_per_s'])} "
             f"for one process ({ray['tokens_per_s'] / one['tokens_per_s']:.2f}×)")
 
 
@@ -229,9 +212,9 @@ def headline(files: dict[str, ResultFile], link: Link) -> str:
 # --------------------------------------------------------------------------------------------------- lookup
 
 TABLES: dict[str, Callable[..., str]] = {
-    "figures": figures, "decode": decode, "report": bench_report, "serving": serving, "cluster": cluster,
+    "figures": figures, "decode": decode, "report": bench_report, "serving": serving_table, "cluster": cluster_table,
     "recipes": recipes, "budget_load": budget_load, "attention": attention, "headline": headline,
-    "speculative": speculative,
+    "speculative": speculative_tables,
 }
 
 

@@ -10,7 +10,7 @@ it runs only the shortest length unless --bench-full-baseline (the report then d
 it, marked †: its tokens/s barely depends on the length once the window slides).
 
 `genai-loop` is onnxruntime-genai's own C++ loop (its greedy search) on the same file, batch 1, with our window
-policy applied from outside (bench.models.GenaiLoop); `genai-fp32` is its engine behind our decoder interface.
+policy applied from outside (bench.harness.models.GenaiLoop); `genai-fp32` is its engine behind our decoder interface.
 
 Before any timing, each backend's greedy output is checked against eager PyTorch with a KV cache fed the same
 ids (`check_greedy`): a fast backend that writes the wrong text fails instead of being timed.
@@ -23,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import common
-from bench.models import prompt_ids
-from bench.timing import measure, run_timed, timed
+from bench.harness import limits, plan
+from bench.harness.models import prompt_ids
+from bench.harness.timing import measure, run_timed, timed
 from gpt.decode.loop import forced_logits, generate
 from gpt.decode.sampler import Sampler, SamplingParams
 
@@ -49,7 +49,7 @@ def check_greedy(out: np.ndarray, prompt: list[int], reference, backend: str) ->
         assert gap <= tol, f"{backend}: step {i} chose token {token}, {gap:.4f} below the reference's best"
 
 
-@pytest.mark.parametrize("backend", common.DECODE_BACKENDS)
+@pytest.mark.parametrize("backend", plan.DECODE_BACKENDS)
 def test_decode(benchmark, preset, backend, batch, new_tokens, artifacts, decoders, bench_sizes, threads):
     a = artifacts(preset)
     decoder = decoders(preset, backend)
@@ -61,36 +61,36 @@ def test_decode(benchmark, preset, backend, batch, new_tokens, artifacts, decode
             return decoder.generate(prompt, n)
         return generate(decoder, prompt, n, greedy(), num_samples=batch)
 
-    if backend == common.BASELINE and not bench_sizes.smoke:
+    if backend == plan.BASELINE and not bench_sizes.smoke:
         short = min(32, new_tokens)
         out, t_short = run_timed(lambda: run(short))
         assert out.shape == (batch, short)
-        check_greedy(out, prompt, decoders(preset, common.KV_BASELINE), backend)
-        cost = lambda n: sum(k for _, k in common.decode_calls(len(prompt), n, c.block_size))  # noqa: E731
-        rounds = common.rounds_for(t_short * cost(new_tokens) / cost(short), bench_sizes, min_rounds=1)
+        check_greedy(out, prompt, decoders(preset, plan.KV_BASELINE), backend)
+        cost = lambda n: sum(k for _, k in limits.decode_calls(len(prompt), n, c.block_size))  # noqa: E731
+        rounds = plan.rounds_for(t_short * cost(new_tokens) / cost(short), bench_sizes, min_rounds=1)
     else:
         out, t = run_timed(run)
         assert out.shape == (batch, new_tokens)
-        check_greedy(out, prompt, decoders(preset, common.KV_BASELINE), backend)
+        check_greedy(out, prompt, decoders(preset, plan.KV_BASELINE), backend)
         if backend == "compiled-kv":
             t = timed(run)
-        rounds = common.rounds_for(t, bench_sizes)
+        rounds = plan.rounds_for(t, bench_sizes)
 
-    avg_ctx = common.average_context(len(prompt), new_tokens, c.block_size)
+    avg_ctx = limits.average_context(len(prompt), new_tokens, c.block_size)
     weight_bytes = a.weight_bytes(backend)
     benchmark.group = f"decode {preset} batch {batch} prompt {len(prompt)} + {new_tokens} tokens"
     benchmark.extra_info.update(
         kind="decode", preset=preset, backend=backend, batch=batch, prompt_len=len(prompt), new_tokens=new_tokens,
         threads=threads, block_size=c.block_size, n_layer=c.n_layer, n_embd=c.n_embd, n_head=c.n_head,
         num_params=a.num_params, weight_bytes=weight_bytes, avg_context=round(avg_ctx, 2),
-        bytes_per_call=common.decode_bytes_per_call(weight_bytes, c.n_layer, c.n_embd, batch, avg_ctx),
+        bytes_per_call=limits.decode_bytes_per_call(weight_bytes, c.n_layer, c.n_embd, batch, avg_ctx),
     )
     median = measure(benchmark, run, rounds)
     if median:
         benchmark.extra_info["tokens_per_s"] = round(batch * new_tokens / median, 2)
 
 
-@pytest.mark.parametrize("backend", common.DECODE_BACKENDS)
+@pytest.mark.parametrize("backend", plan.DECODE_BACKENDS)
 def test_prefill(benchmark, preset, backend, artifacts, decoders, bench_sizes, threads):
     """Time to first token for a full block (batch 1): one forward over block_size tokens, then argmax."""
     a = artifacts(preset)
@@ -104,11 +104,11 @@ def test_prefill(benchmark, preset, backend, artifacts, decoders, bench_sizes, t
 
     first_token()
     t = timed(first_token)
-    rounds = common.rounds_for(t, bench_sizes) if bench_sizes.smoke else max(10, min(100, int(1.0 / t)))
+    rounds = plan.rounds_for(t, bench_sizes) if bench_sizes.smoke else max(10, min(100, int(1.0 / t)))
     benchmark.group = f"prefill {preset} ({c.block_size} tokens, batch 1)"
     benchmark.extra_info.update(
         kind="prefill", preset=preset, backend=backend, batch=1, tokens=c.block_size, threads=threads,
-        flops=common.forward_flops(c.n_layer, c.n_embd, c.vocab_size, c.block_size, c.block_size),
+        flops=limits.forward_flops(c.n_layer, c.n_embd, c.vocab_size, c.block_size, c.block_size),
     )
     median = measure(benchmark, first_token, rounds)
     if median:

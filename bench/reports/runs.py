@@ -7,7 +7,8 @@ import json
 import math
 from pathlib import Path
 
-from bench import common
+from bench.harness.limits import memory_bound_tokens_per_s
+from bench.harness.plan import BASELINE
 
 
 class Results:
@@ -52,8 +53,8 @@ class Results:
             tok_s = e["batch"] * e["new_tokens"] / b["stats"]["median"]
             row = {**e, "tokens_per_s": tok_s, "rounds": b["stats"]["rounds"], "median_s": b["stats"]["median"]}
             if self.dram_bw:
-                row["limit_dram"] = common.memory_bound_tokens_per_s(e["bytes_per_call"], e["batch"], self.dram_bw)
-                row["limit_cache"] = common.memory_bound_tokens_per_s(
+                row["limit_dram"] = memory_bound_tokens_per_s(e["bytes_per_call"], e["batch"], self.dram_bw)
+                row["limit_cache"] = memory_bound_tokens_per_s(
                     e["bytes_per_call"], e["batch"], self.bandwidth_at(e["bytes_per_call"]))
             out[(e["preset"], e["batch"], e["new_tokens"], e["backend"])] = row
         return out
@@ -70,10 +71,10 @@ def presets_in(r: Results) -> list[str]:
 
 def baseline(d: dict, preset: str, batch: int, n: int) -> tuple[float | None, str]:
     """The no-cache tokens/s for this preset, batch and length, else at the nearest length measured (marked †)."""
-    row = d.get((preset, batch, n, common.BASELINE))
+    row = d.get((preset, batch, n, BASELINE))
     if row:
         return row["tokens_per_s"], ""
-    others = sorted((abs(k[2] - n), k[2]) for k in d if k[:2] == (preset, batch) and k[3] == common.BASELINE)
+    others = sorted((abs(k[2] - n), k[2]) for k in d if k[:2] == (preset, batch) and k[3] == BASELINE)
     if not others:
         return None, ""
-    return d[(preset, batch, others[0][1], common.BASELINE)]["tokens_per_s"], "†"
+    return d[(preset, batch, others[0][1], BASELINE)]["tokens_per_s"], "†"

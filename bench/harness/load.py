@@ -17,10 +17,22 @@ import numpy as np
 @dataclass
 class RequestResult:
     ok: bool
+    sent: float = float("nan")  # perf_counter() when the request went out
     tokens: int = 0
     ttft: float = float("nan")
     gaps: list[float] = field(default_factory=list)
     error: str = ""
+    last: float | None = None  # when its latest chunk arrived
+
+    def arrived(self, now: float, tokens: int) -> None:
+        """A chunk of `tokens` tokens at `now`: the first sets the time to first token, each later one adds the gap
+        since the one before (inter-token latency)."""
+        if self.last is None:
+            self.ttft = now - self.sent
+        else:
+            self.gaps.append(now - self.last)
+        self.last = now
+        self.tokens += tokens
 
 
 @dataclass
@@ -57,8 +69,7 @@ class LoadResult:
 
 
 async def stream_one(http: httpx.AsyncClient, url: str, body: dict) -> RequestResult:
-    start = time.perf_counter()
-    last, result = None, RequestResult(ok=False)
+    result = RequestResult(ok=False, sent=time.perf_counter())
     try:
         async with http.stream("POST", f"{url}/v1/completions", json={**body, "stream": True}) as r:
             if r.status_code != 200:
@@ -75,15 +86,8 @@ async def stream_one(http: httpx.AsyncClient, url: str, body: dict) -> RequestRe
                     result.error = event["error"]["message"]
                     continue
                 text = event["choices"][0]["text"] if event["choices"] else ""
-                if not text:
-                    continue
-                now = time.perf_counter()
-                if last is None:
-                    result.ttft = now - start
-                else:
-                    result.gaps.append(now - last)
-                last = now
-                result.tokens += len(text)
+                if text:
+                    result.arrived(time.perf_counter(), len(text))
     except httpx.HTTPError as e:
         result.error = f"{type(e).__name__}: {e}"
     return result

@@ -8,14 +8,14 @@ paged KV cache our file does not have; `engine.static_batching.max_batch_size` r
 
 from __future__ import annotations
 
-import json
 import queue
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.load import LoadResult, RequestResult
+from bench.harness.genai import open_genai
+from bench.harness.load import LoadResult, RequestResult
 from gpt.engine import Engine, Event, GenerationParams
 
 
@@ -26,13 +26,10 @@ def run_ours(onnx: Path, prompts: list[str], concurrency: int, total: int, max_t
     results: list[RequestResult] = []
     params = GenerationParams(max_tokens=max_tokens, temperature=temperature, seed=0)
     with Engine(onnx, slots=slots, threads=threads, max_queue=total) as engine:
-        began: dict[int, float] = {}
-        last: dict[int, float] = {}
         live: dict[int, RequestResult] = {}
 
         def submit(i: int) -> None:
-            began[i] = time.perf_counter()
-            live[i] = RequestResult(ok=False)
+            live[i] = RequestResult(ok=False, sent=time.perf_counter())
             engine.submit(prompts[i % len(prompts)], params, lambda e, i=i: events.put((i, e, time.perf_counter())))
 
         start = time.perf_counter()
@@ -43,12 +40,7 @@ def run_ours(onnx: Path, prompts: list[str], concurrency: int, total: int, max_t
             i, event, now = events.get(timeout=timeout_s)
             result = live[i]
             if event.kind == "token":
-                if i in last:
-                    result.gaps.append(now - last[i])
-                else:
-                    result.ttft = now - began[i]
-                last[i] = now
-                result.tokens += len(event.text)
+                result.arrived(now, len(event.text))
                 continue
             result.ok, result.error = event.kind == "done", event.error or ""
             results.append(live.pop(i))
@@ -62,15 +54,10 @@ def run_ours(onnx: Path, prompts: list[str], concurrency: int, total: int, max_t
 def run_genai(onnx: Path, prompts: list[list[int]], concurrency: int, total: int, max_tokens: int,
               temperature: float, threads: int, timeout_s: float = 600) -> tuple[LoadResult, float]:
     """(the load result, the mean rows per engine step genai actually ran)."""
-    import onnxruntime_genai as og
-
-    config = og.Config(str(Path(onnx).parent))
-    config.overlay(json.dumps({"engine": {"static_batching": {"max_batch_size": concurrency}},
-                               "model": {"decoder": {"filename": Path(onnx).name,
-                                                     "session_options": {"intra_op_num_threads": threads}}}}))
-    engine = og.Engine(og.Model(config))
+    og, model = open_genai(Path(onnx), threads, engine={"static_batching": {"max_batch_size": concurrency}})
+    engine = og.Engine(model)
     events = engine.create_event_buffer(4 * concurrency + 16)
-    live: dict[int, tuple[object, float, RequestResult, float | None]] = {}  # id(request) -> state
+    live: dict[int, tuple[object, RequestResult]] = {}  # id(request) -> (the request, its result so far)
     results: list[RequestResult] = []
     next_prompt, rows = 0, []
 
@@ -85,7 +72,7 @@ def run_genai(onnx: Path, prompts: list[list[int]], concurrency: int, total: int
             options.set_temperature(temperature)
             options.set_top_k(0)
         request.begin_turn(np.asarray(prompts[next_prompt % len(prompts)], dtype=np.int32), options)
-        live[id(request)] = (request, time.perf_counter(), RequestResult(ok=False), None)
+        live[id(request)] = (request, RequestResult(ok=False, sent=time.perf_counter()))
         next_prompt += 1
 
     start = time.perf_counter()
@@ -99,14 +86,9 @@ def run_genai(onnx: Path, prompts: list[list[int]], concurrency: int, total: int
             key = next((k for k, v in live.items() if v[0] is event.request), None)
             if key is None:
                 continue
-            request, began, result, last = live[key]
+            result = live[key][1]
             if event.token is not None and event.finish_reason != og.FinishReason.FAILED:
-                if last is None:
-                    result.ttft = now - began
-                else:
-                    result.gaps.append(now - last)
-                result.tokens += 1
-                live[key] = (request, began, result, now)
+                result.arrived(now, 1)
             if event.finish_reason not in (None, og.FinishReason.NONE):
                 result.ok = event.finish_reason == og.FinishReason.MAX_GENERATED_TOKENS
                 result.error = "" if result.ok else str(event.finish_reason)
@@ -116,5 +98,5 @@ def run_genai(onnx: Path, prompts: list[list[int]], concurrency: int, total: int
                     submit()
         rows.append(n)
     wall = time.perf_counter() - start
-    results += [v[2] for v in live.values()]
+    results += [v[1] for v in live.values()]
     return LoadResult(concurrency, wall, results), float(np.mean(rows)) if rows else 0.0

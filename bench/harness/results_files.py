@@ -3,24 +3,24 @@ from one of them, never typed into a page.
 
 Every `*.json` under bench/results/ names, at its top level, the `machine` it ran on, the `date` (YYYY-MM-DD)
 and the `command` that wrote it; a file without them is refused (`ResultsError`), so the docs build fails
-instead of showing a figure nobody can trace. `stamp` adds the three to a report as a benchmark writes it.
-Torch-free.
+instead of showing a figure nobody can trace. `stamp` adds the three to a report as a benchmark writes it, and
+`publish` writes it with its Markdown and chart. Torch-free.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date as Date
 from pathlib import Path
 
-from bench.common import cpu_model
+from bench.harness.machine import this_machine
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 PROVENANCE = ("machine", "date", "command")
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}$")
 
@@ -66,11 +66,6 @@ def read_all(root: Path = RESULTS) -> dict[str, ResultFile]:
     return {f.name: f for f in (read(p, root) for p in sorted(Path(root).rglob("*.json")))}
 
 
-def this_machine() -> str:
-    """'2-core AMD EPYC': the logical CPUs and the CPU's model name, as lscpu and /proc/cpuinfo give them."""
-    return f"{os.cpu_count()}-core {cpu_model()}"
-
-
 def command_line(prog: str | None = None, argv: list[str] | None = None) -> str:
     """The command as a user would type it: `python -m bench.serving --onnx ...` for a module run with -m."""
     argv = sys.argv[1:] if argv is None else argv
@@ -85,3 +80,22 @@ def stamp(report: dict, command: str | None = None, machine: str | None = None) 
     """`report` with its provenance first: the machine, today's date and the command (default: this process's)."""
     return {"machine": machine or this_machine(), "date": Date.today().isoformat(),
             "command": command or command_line(), **report}
+
+
+def publish(report: dict | None, out: Path | None, markdown: str, draw: Callable[[Path], object] | None = None) -> None:
+    """A benchmark's ending: its `markdown` on stdout; with `out`, OUT.json (`report`; None where the file is there
+    already, as pytest-benchmark wrote it), OUT.md (`markdown`) and OUT.png (`draw(path)`, unless it returns False:
+    nothing to draw), then what it wrote, on stderr."""
+    print(markdown)
+    if out is None:
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    if report is not None:
+        written.append(out.with_suffix(".json"))
+        written[-1].write_text(json.dumps(report, indent=1))
+    written.append(out.with_suffix(".md"))
+    written[-1].write_text(markdown)
+    if draw is not None and draw(out.with_suffix(".png")) is not False:
+        written.append(out.with_suffix(".png"))
+    print(f"wrote {', '.join(map(str, written))}", file=sys.stderr)

@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bench import common
+from bench.harness.genai import genai_block_size, open_genai
+from bench.harness.plan import SMOKE_PRESET
+from gpt.decode.loop import Decoder, restart_length
+
+if TYPE_CHECKING:
+    from gpt.config import ModelConfig
 
 # Tiny Shakespeare's 65 characters: the vocabulary the presets are sized for.
 VOCAB = list("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -18,10 +24,10 @@ PROMPT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "int4": "model.int4.onnx", "onnx-fp32": "std.onnx"}
 
 
-def model_config(preset: str):
+def model_config(preset: str) -> ModelConfig:
     from gpt.config import ModelConfig, get_preset
 
-    if preset == common.SMOKE_PRESET:
+    if preset == SMOKE_PRESET:
         return ModelConfig(vocab_size=len(VOCAB), block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
     cfg = get_preset(preset).model
     cfg.vocab_size = len(VOCAB)
@@ -93,20 +99,14 @@ def onnx_weight_bytes(path: Path) -> int:
 
 class GenaiLoop:
     """onnxruntime-genai's own generation loop (C++ greedy search, no Python per token) on our file, with our
-    window policy done from outside: generate until block_size, keep the last block_size // 2 tokens, rewind,
+    window policy done from outside: generate until block_size, keep the last restart_length(block_size) tokens, rewind,
     append them, go on. `generate` has gpt.decode.loop.generate's signature, for batch 1. Its search would stop a
     row at the end-of-text token, which a character model lacks: `min_length` keeps it going (that token's
     logit is masked, so its greedy text may differ from ours; only its speed is compared)."""
 
     def __init__(self, path: Path, threads: int):
-        import json
-
-        import onnxruntime_genai as og
-
-        config = og.Config(str(path.parent))
-        config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
-        self.og, self.model = og, og.Model(config)
-        self.block_size = json.loads(path.with_name("genai_config.json").read_text())["search"]["max_length"]
+        self.og, self.model = open_genai(path, threads)
+        self.block_size = genai_block_size(path)
 
     def generate(self, prompt: list[int], new_tokens: int) -> np.ndarray:
         params = self.og.GeneratorParams(self.model)
@@ -121,11 +121,11 @@ class GenaiLoop:
                 out.append(int(generator.get_next_tokens()[0]))
             if len(out) == new_tokens:
                 return np.asarray([out], dtype=np.int64)
-            window = generator.get_sequence(0)[-(self.block_size // 2):].astype(np.int32)[None]
+            window = generator.get_sequence(0)[-restart_length(self.block_size):].astype(np.int32)[None]
             generator.rewind_to(0)
 
 
-def open_backend(a: Artifacts, backend: str, threads: int):
+def open_backend(a: Artifacts, backend: str, threads: int) -> Decoder | GenaiLoop:
     """The decoder a benchmark times for `backend` (a GenaiLoop for onnxruntime-genai's own loop)."""
     from gpt.decode.backends import open_decoder
 

@@ -2,12 +2,12 @@
 
 One step = what gpt.train does per iteration: forward + loss, backward, clip_grad_norm_(1.0), AdamW step,
 zero_grad; the preset's dropout, fp32 (bf16 autocast only in the *-bf16 variants). Batch per preset:
-common.TRAIN_BATCH (shakespeare: 8 x 256 tokens). Each variant builds the same model from the same seed,
+plan.TRAIN_BATCH (shakespeare: 8 x 256 tokens). Each variant builds the same model from the same seed,
 takes three untimed steps (compile), then as many timed steps as fit the time budget; median reported.
-Variants (--bench-train-variants; `all` for every one): see bench.common.TRAIN_VARIANTS. The eager variant
+Variants (--bench-train-variants; `all` for every one): see bench.plan.TRAIN_VARIANTS. The eager variant
 also profiles two steps: extern_fraction = the share of ATen op time in matmuls and SDPA, which torch.compile
 does not change on CPU in training, so 1 / extern_fraction bounds its speed-up.
-On CUDA, bench/test_attention_bench.py times the compiled step per attention backend.
+On CUDA, bench/suite/test_attention_bench.py times the compiled step per attention backend.
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ import contextlib
 import pytest
 import torch
 
-from bench import common
-from bench.models import model_config
-from bench.timing import measure, timed
+from bench.harness import limits, plan
+from bench.harness.models import model_config
+from bench.harness.timing import measure, timed
 
 
 def make_step(preset: str, variant: str, device: str):
     from gpt.model import GPT
 
     cfg = model_config(preset)
-    batch = common.TRAIN_BATCH.get(preset, 8)
+    batch = plan.TRAIN_BATCH.get(preset, 8)
     torch.manual_seed(0)
     model = GPT(cfg).to(device).train()
     opt = torch.optim.AdamW(model.optimizer_groups(0.1), lr=1e-4, betas=(0.9, 0.99),
@@ -69,14 +69,14 @@ def test_train_step(benchmark, preset, train_variant, bench_sizes, threads):
     compile_s = timed(step)
     step()
     t = timed(step)
-    rounds = common.rounds_for(t, bench_sizes)
+    rounds = plan.rounds_for(t, bench_sizes)
     tokens = batch * cfg.block_size
     benchmark.group = f"train step {preset} (batch {batch} x {cfg.block_size} tokens, {device})"
     benchmark.extra_info.update(
-        kind="train", preset=preset, variant=train_variant, description=common.TRAIN_VARIANTS[train_variant],
+        kind="train", preset=preset, variant=train_variant, description=plan.TRAIN_VARIANTS[train_variant],
         device=device, batch=batch, block_size=cfg.block_size, tokens_per_step=tokens, threads=threads,
         first_step_s=round(compile_s, 2), dropout=cfg.dropout,
-        flops_per_step=common.train_flops(cfg.n_layer, cfg.n_embd, cfg.vocab_size, tokens, cfg.block_size),
+        flops_per_step=limits.train_flops(cfg.n_layer, cfg.n_embd, cfg.vocab_size, tokens, cfg.block_size),
     )
     median = measure(benchmark, step, rounds)
     if median:
@@ -94,7 +94,7 @@ def extern_fraction(step, steps: int = 2) -> float:
             step()
     events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
     total = sum(e.self_cpu_time_total for e in events)
-    return sum(e.self_cpu_time_total for e in events if e.key in common.EXTERN_OPS) / max(total, 1e-9)
+    return sum(e.self_cpu_time_total for e in events if e.key in plan.EXTERN_OPS) / max(total, 1e-9)
 
 
 def test_train_step_cost_itemises_a_step(pytestconfig, capsys):

@@ -5,30 +5,24 @@ and 8 new tokens and checks only that every request completes."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from bench import common, serving
-from bench.results_files import command_line, stamp
+from bench import serving
+from bench.harness import plan
+from bench.harness.machine import ROOT
+from bench.harness.results_files import command_line, stamp
 
 
-def results(smoke: bool, tmp_path: Path, name: str) -> Path:
-    """Where a run writes NAME.{md,json,png}: bench/results/DATE-NAME (`make bench`), or tmp_path (the smoke run:
-    the report and the picture are drawn all the same)."""
-    return tmp_path / name if smoke else serving.ROOT / "bench" / "results" / f"{datetime.date.today()}-{name}"
-
-
-def test_serving(preset, artifacts, threads, pytestconfig, capsys, tmp_path):
+def test_serving(preset, artifacts, threads, pytestconfig, capsys, out_path):
     smoke = pytestconfig.getoption("--bench-smoke")
     a = artifacts(preset)
-    out = results(smoke, tmp_path, f"serving-{preset}")
+    out = out_path(f"serving-{preset}")
     args = ["--onnx", str(a.onnx["fp32"]), "--threads", str(threads), "--out", str(out)]
     args += ["--concurrency", "1,4", "--max-tokens", "8", "--requests-per-client", "1"] if smoke else []
     if not a.onnx["fp32"].with_name("genai_config.json").is_file():
@@ -39,9 +33,9 @@ def test_serving(preset, artifacts, threads, pytestconfig, capsys, tmp_path):
     assert rows and all(" / 0 |" in line for line in rows), table  # every request completed, none failed
     report = json.loads(out.with_suffix(".json").read_text())
     assert all(r["failed"] == 0 for r in report["rows"]) and out.with_suffix(".png").stat().st_size > 0
-    if not smoke:  # the machine, date and command the docs show beside its figures (bench/results_files.py)
+    if not smoke:  # the machine, date and command the docs show beside its figures (bench/harness/results_files.py)
         command = os.environ.get("BENCH_COMMAND", "make bench")
-        command += f" (bench/test_serving_bench.py: {command_line('python -m bench.serving', args)})"
+        command += f" (bench/suite/test_serving_bench.py: {command_line('python -m bench.serving', args)})"
         out.with_suffix(".json").write_text(json.dumps(stamp(report, command), indent=1))
 
 
@@ -53,11 +47,11 @@ def test_serving_a_file_without_genai_config_skips_that_row_says_why_first_and_w
     if not pytestconfig.getoption("--bench-smoke"):
         pytest.skip("a check of the command, not a benchmark: the smoke run has it")
     onnx = tmp_path / "model.onnx"
-    shutil.copy(artifacts(common.SMOKE_PRESET).onnx["fp32"], onnx)
+    shutil.copy(artifacts(plan.SMOKE_PRESET).onnx["fp32"], onnx)
     out = tmp_path / "report"
     r = subprocess.run([sys.executable, "-m", "bench.serving", "--onnx", str(onnx), "--threads", str(threads),
                         "--concurrency", "1", "--max-tokens", "8", "--requests-per-client", "1", "--out", str(out)],
-                       cwd=serving.ROOT, capture_output=True, text=True, timeout=600)
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     why = f"{tmp_path / 'genai_config.json'} is missing (export with `python -m export.onnx --ckpt CKPT --genai`"
     skip_line, *after = [line for line in r.stderr.splitlines() if "skipping" in line or "batch 1:" in line]
@@ -69,17 +63,17 @@ def test_serving_a_file_without_genai_config_skips_that_row_says_why_first_and_w
     assert out.with_suffix(".md").read_text() in r.stdout and f"not run: {why}" in r.stdout
 
 
-def test_cluster(preset, artifacts, pytestconfig, tmp_path):
+def test_cluster(preset, artifacts, pytestconfig, out_path):
     """`python -m bench.cluster` (the command, as users type it): gpt.serve beside Ray Serve with 1 and 2 replicas
     (`make bench`: bench/results/DATE-cluster-PRESET.{md,json,png}); the smoke run: 2 streams, 8 new tokens,
     5 probes."""
     pytest.importorskip("ray")
     smoke = pytestconfig.getoption("--bench-smoke")
     a = artifacts(preset)
-    out = results(smoke, tmp_path, f"cluster-{preset}")
+    out = out_path(f"cluster-{preset}")
     args = ["--onnx", str(a.onnx["fp32"]), "--out", str(out)]
     args += ["--streams", "2", "--max-tokens", "8", "--requests-per-client", "1", "--probes", "5"] if smoke else []
-    r = subprocess.run([sys.executable, "-m", "bench.cluster", *args], cwd=serving.ROOT, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "bench.cluster", *args], cwd=ROOT, capture_output=True,
                        text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and not line.startswith("| server")]

@@ -6,26 +6,24 @@ bench/results/DATE-speculative-cpu.{md,json}; the smoke run checks the command o
 
 from __future__ import annotations
 
-import datetime
 import json
 
 import pytest
 
-from bench import common, speculative
-from bench.serving import ROOT
+from bench import speculative
+from bench.harness import plan
+from bench.harness.machine import ROOT
 
 
-def test_speculative(artifacts, threads, pytestconfig, tmp_path, capsys):
-    smoke = pytestconfig.getoption("--bench-smoke")
-    if smoke:
-        onnx, out = artifacts(common.SMOKE_PRESET).onnx["fp32"], tmp_path / "speculative"
+def test_speculative(artifacts, threads, pytestconfig, out_path, capsys):
+    if pytestconfig.getoption("--bench-smoke"):
+        onnx, out = artifacts(plan.SMOKE_PRESET).onnx["fp32"], out_path("speculative")
         args = ["--tokens", "20", "--rounds", "1", "--prompts", "1", "--streams", "1", "--engine-tokens", "8"]
     else:
         onnx = ROOT / "out" / "model.onnx"
         if not onnx.is_file():
             pytest.skip(f"speculation needs a trained model and {onnx} does not exist: run `make demo` first")
-        out = ROOT / "bench" / "results" / f"{datetime.date.today()}-speculative-cpu"
-        args = []
+        out, args = out_path("speculative-cpu"), []
     assert speculative.main(["--onnx", str(onnx), "--threads", str(threads), "--out", str(out), *args]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     configs = {(r["section"], r["config"]) for r in report["rows"]}

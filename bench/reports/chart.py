@@ -1,27 +1,41 @@
-"""The bar chart of a bench run: decode tokens/s per backend and batch (log scale, with the memory-bound limits
-as dashed lines) beside the training tokens/s per variant, one row of panels per preset."""
+"""The charts of the results: `pyplot` and `save` for every one, and the bar chart of a bench run: decode tokens/s
+per backend and batch (log scale, with the memory-bound limits as dashed lines) beside the training tokens/s per
+variant, one row of panels per preset."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-from bench import common
-from bench.runs import Results, baseline, presets_in
+from bench.harness.plan import BACKEND_LABELS, BASELINE, DECODE_BACKENDS
+from bench.reports.runs import Results, baseline, presets_in
 
 
-def chart(r: Results, png: Path) -> bool:
-    """The decode (and training) bar chart; False when the results hold no decode figures."""
+def pyplot() -> ModuleType:
+    """matplotlib.pyplot drawing to files only (the Agg backend: no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save(fig: Any, path: Path) -> None:
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+
+
+def chart(r: Results, png: Path) -> bool:
+    """The decode (and training) bar chart; False when the results hold no decode figures."""
+    plt = pyplot()
     d = r.decode()
     presets = [p for p in presets_in(r) if any(k[0] == p for k in d)]
     if not presets:
         return False
     n_max = max(k[2] for k in d)
-    backends = [b for b in common.DECODE_BACKENDS if any(k[3] == b for k in d)]
+    backends = [b for b in DECODE_BACKENDS if any(k[3] == b for k in d)]
     batches = sorted({k[1] for k in d})
     train = r.by_kind.get("train", [])
     fig, axes = plt.subplots(len(presets), 2, figsize=(13, 3.6 * len(presets)), squeeze=False,
@@ -32,9 +46,9 @@ def chart(r: Results, png: Path) -> bool:
         width = 0.8 / len(backends)
         for j, backend in enumerate(backends):
             xs = [bi + (j - (len(backends) - 1) / 2) * width for bi in range(len(batches))]
-            ys = [(baseline(d, p, b, n_max)[0] if backend == common.BASELINE
+            ys = [(baseline(d, p, b, n_max)[0] if backend == BASELINE
                    else d.get((p, b, n_max, backend), {}).get("tokens_per_s")) or 0 for b in batches]
-            bars = ax.bar(xs, ys, width, label=common.BACKEND_LABELS[backend], color=colors[j % len(colors)])
+            bars = ax.bar(xs, ys, width, label=BACKEND_LABELS[backend], color=colors[j % len(colors)])
             for bar, y in zip(bars, ys, strict=True):
                 if y:
                     ax.annotate(f"{y:,.0f}", (bar.get_x() + bar.get_width() / 2, y), ha="center", va="bottom",
@@ -71,6 +85,5 @@ def chart(r: Results, png: Path) -> bool:
                  + (" SMOKE RUN" if b.get("smoke") else ""), fontsize=10)
     fig.tight_layout(rect=(0, 0.09 / len(presets), 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save(fig, png)
     return True

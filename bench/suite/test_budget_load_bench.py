@@ -10,7 +10,8 @@ import json
 import pytest
 
 from bench import budget_load
-from bench.serving import ROOT
+from bench.harness.machine import ROOT
+from gpt.data import DEFAULT_DATA_DIR
 
 
 def test_budget_load(pytestconfig, tmp_path, capsys):
@@ -18,7 +19,7 @@ def test_budget_load(pytestconfig, tmp_path, capsys):
         pytest.skip("33 minutes of training: run `python -m bench.budget_load --out FILE.md` by hand")
     out = tmp_path / "budget-load.md"
     assert budget_load.main(["--budget", "20s", "--loads", "busy for the last two minutes", "--out", str(out),
-                             "--data-dir", str(ROOT / "data")]) == 0
+                             "--data-dir", str(ROOT / DEFAULT_DATA_DIR)]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     (row,) = report["rows"]
     assert row["variant"] == "busy for the last two minutes" and row["busy_s"] == [-100, None]
