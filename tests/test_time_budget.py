@@ -128,7 +128,7 @@ def slow_steps(monkeypatch, extra):
     extra(share of the run's time so far, the step's seconds) seconds."""
     import gpt.train.loop
 
-    step, start = gpt.train.train_step, time.perf_counter()
+    step, start = gpt.train.loop.train_step, time.perf_counter()
 
     def slowed(parts, it, dtype):
         began = time.perf_counter()
@@ -136,7 +136,7 @@ def slow_steps(monkeypatch, extra):
         time.sleep(extra(time.perf_counter() - start, time.perf_counter() - began))
         return loss
 
-    monkeypatch.setattr(gpt.train, "train_step", slowed)
+    monkeypatch.setattr(gpt.train.loop, "train_step", slowed)
 
 
 def stall_once(at_s, seconds):
@@ -196,17 +196,17 @@ def test_the_precision_is_checked_again_on_the_runs_own_steps(tmp_path, periodic
     line, and the state keeps the new precision."""
     import gpt.train.loop
 
-    monkeypatch.setattr(gpt.train, "bf16_hardware", lambda: "AMX")
-    monkeypatch.setattr(gpt.train, "choose_dtype", lambda *a: (probed, f"{probed} (probed)"))
-    step = gpt.train.train_step
+    monkeypatch.setattr(gpt.train.loop, "bf16_hardware", lambda: "AMX")
+    monkeypatch.setattr(gpt.train.loop, "choose_dtype", lambda *a: (probed, f"{probed} (probed)"))
+    step = gpt.train.loop.train_step
 
     def slowed(parts, it, dtype):
         loss = step(parts, it, dtype)
         time.sleep(0.03 if dtype == slower else 0.0)
         return loss
 
-    monkeypatch.setattr(gpt.train, "train_step", slowed)
-    gpt.train.main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--dtype", "auto",
+    monkeypatch.setattr(gpt.train.loop, "train_step", slowed)
+    gpt.train.loop.main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--dtype", "auto",
                     "--max_iters", "80", "--eval_interval", "100"])
     checked = [line for line in capsys.readouterr().out.splitlines() if line.startswith("precision checked again")]
     other = torch.float32 if probed == torch.bfloat16 else torch.bfloat16

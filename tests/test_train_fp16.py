@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from conftest import TINY
 
-from gpt import train
+from gpt.train import loop as train
 
 
 class RecordingScaler(torch.amp.GradScaler):
