@@ -33,10 +33,10 @@ def test_out_holds_the_best_evaluation_and_resume_keeps_it(tmp_path, periodic_te
     args = ["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *ARGS]
     seen: dict[int, dict[str, torch.Tensor]] = {}
     monkeypatch.setattr(gpt.train.loop, "estimate_loss", scripted_val([3.0, 1.0, 2.0], seen))
-    assert gpt.train.main([*args, "--stop-after", "10"]) == 0
+    assert gpt.train.loop.main([*args, "--stop-after", "10"]) == 0
     assert json.loads((tmp_path / "config.json").read_text())["iter"] == 4
     monkeypatch.setattr(gpt.train.loop, "estimate_loss", scripted_val([1.5, 2.5], seen))
-    assert gpt.train.main([*args, "--resume"]) == 0
+    assert gpt.train.loop.main([*args, "--resume"]) == 0
     at = dict(zip([0, 4, 8, 12, 16], seen.values(), strict=True))  # the iterations evaluated, in order
     manifest = json.loads((tmp_path / "config.json").read_text())
     assert manifest["iter"] == 4 and manifest["val_loss_estimate"] == 1.0 and manifest["val_loss_kind"] == "full pass"

@@ -128,7 +128,7 @@ def slow_steps(monkeypatch, extra):
     extra(share of the run's time so far, the step's seconds) seconds."""
     import gpt.train.loop
 
-    step, start = gpt.train.train_step, time.perf_counter()
+    step, start = gpt.train.loop.train_step, time.perf_counter()
 
     def slowed(parts, it, dtype):
         began = time.perf_counter()
@@ -198,7 +198,7 @@ def test_the_precision_is_checked_again_on_the_runs_own_steps(tmp_path, periodic
 
     monkeypatch.setattr(gpt.train.loop, "bf16_hardware", lambda: "AMX")
     monkeypatch.setattr(gpt.train.loop, "choose_dtype", lambda *a: (probed, f"{probed} (probed)"))
-    step = gpt.train.train_step
+    step = gpt.train.loop.train_step
 
     def slowed(parts, it, dtype):
         loss = step(parts, it, dtype)
@@ -206,7 +206,7 @@ def test_the_precision_is_checked_again_on_the_runs_own_steps(tmp_path, periodic
         return loss
 
     monkeypatch.setattr(gpt.train.loop, "train_step", slowed)
-    gpt.train.main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--dtype", "auto",
+    gpt.train.loop.main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--dtype", "auto",
                     "--max_iters", "80", "--eval_interval", "100"])
     checked = [line for line in capsys.readouterr().out.splitlines() if line.startswith("precision checked again")]
     other = torch.float32 if probed == torch.bfloat16 else torch.bfloat16

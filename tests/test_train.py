@@ -97,17 +97,20 @@ def test_a_global_batch_the_processes_cannot_share_is_refused(tmp_path, periodic
     monkeypatch.setattr(gpt.train.loop, "setup_distributed", lambda name: (Dist(0, 0, world=2), torch.device("cpu")))
     with pytest.raises(GPTError, match=r"--gradient_accumulation_steps \(3\) must be a multiple of the number of "
                                        r"processes \(2\).*--gradient_accumulation_steps 2$"):
-        gpt.train.main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--max_iters", "2",
+        gpt.train.loop.main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--max_iters", "2",
                         "--gradient_accumulation_steps", "3"])
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
 def test_a_cpu_without_bf16_trains_in_float32_and_says_so(tmp_path, periodic_text_file, monkeypatch, capsys):
-    from gpt import precision
-    from gpt.train.loop import main
+    """/proc/cpuinfo is asked once, for the probe and the recheck alike."""
+    import gpt.train.loop
 
-    monkeypatch.setattr(precision, "bf16_hardware", lambda: None)
-    main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--max_iters", "2", "--dtype", "auto"])
+    asked = []
+    monkeypatch.setattr(gpt.train.loop, "bf16_hardware", lambda: asked.append("cpuinfo"))  # None: no bf16 unit
+    gpt.train.loop.main(["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--max_iters", "2",
+                         "--dtype", "auto"])
+    assert asked == ["cpuinfo"]
     first = capsys.readouterr().out.splitlines()[0]
     assert "float32 (this CPU has no AMX or AVX512-BF16: bfloat16 would be emulated, slowly)" in first
     assert torch.load(tmp_path / "train_state.pt", weights_only=True)["dtype"] == "float32"
@@ -119,9 +122,9 @@ def test_a_resume_keeps_the_dtype_auto_chose_without_probing_again(tmp_path, per
 
     args = ["--data", str(periodic_text_file), "--out-dir", str(tmp_path), *TINY, "--max_iters", "4", "--dtype", "auto"]
     monkeypatch.setattr(gpt.train.loop, "choose_dtype", lambda *a: (torch.bfloat16, "bfloat16 autocast (probed)"))
-    gpt.train.main([*args, "--stop-after", "2"])
+    gpt.train.loop.main([*args, "--stop-after", "2"])
     monkeypatch.setattr(gpt.train.loop, "choose_dtype", lambda *a: (torch.float32, "float32 (probed again)"))
-    gpt.train.main([*args, "--resume"])
+    gpt.train.loop.main([*args, "--resume"])
     resumed = capsys.readouterr().out.split("resuming from iteration 2")[1]
     assert "bfloat16 (as the run started)" in resumed and "probed again" not in resumed
     assert torch.load(tmp_path / "train_state.pt", weights_only=True)["dtype"] == "bfloat16"
@@ -130,12 +133,11 @@ def test_a_resume_keeps_the_dtype_auto_chose_without_probing_again(tmp_path, per
 @pytest.mark.parametrize("fp32_s, bf16_s, chosen", [(2.0, 1.0, torch.bfloat16), (1.0, 1.0, torch.float32),
                                                     (1.0, 19.0, torch.float32)])
 def test_the_probe_picks_bf16_only_when_measured_faster(monkeypatch, fp32_s, bf16_s, chosen):
-    from gpt import precision
+    from gpt.train import precision
 
-    monkeypatch.setattr(precision, "bf16_hardware", lambda: "AMX")
     monkeypatch.setattr(precision, "interleaved_medians", lambda fns, rounds: [fp32_s, bf16_s])
     dtype, why = precision.choose_dtype(GPT(ModelConfig(block_size=8, n_layer=1, n_head=1, n_embd=8)), 2,
-                                        torch.device("cpu"))
+                                        torch.device("cpu"), "AMX")
     assert dtype == chosen and f"measured {fp32_s / bf16_s:.2f}x float32 on this CPU's AMX" in why
 
 
@@ -158,13 +160,11 @@ def test_the_probe_takes_turns_so_a_busy_spell_touches_both_precisions():
 
 def test_the_probe_leaves_the_run_as_it_was():
     """The probe's real timing steps draw no torch random numbers the run would see and leave no gradients."""
-    from gpt import precision
+    from gpt.train import precision
 
     model = GPT(ModelConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8, dropout=0.5))
     before = torch.get_rng_state()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(precision, "bf16_hardware", lambda: "AMX")
-        precision.choose_dtype(model, 2, torch.device("cpu"))
+    precision.choose_dtype(model, 2, torch.device("cpu"), "AMX")
     assert torch.equal(torch.get_rng_state(), before) and all(p.grad is None for p in model.parameters())
 
 

@@ -18,6 +18,10 @@ scaled with the steps ended that run at 93 % of its budget. `final` is the last 
 pass. An evaluation that would eat into the time the final one needs is skipped (`eval_fits`). The schedule
 follows the plan through `Progress` (gpt/train/schedule.py): a re-plan bends the learning-rate line, never jumps.
 
+The loop talks to a `Plan`, whatever decides the run's length (max_iters, a resumed plan, or a `Deadline`): it
+iterates over `Plan.iterations`, and `Plan.after_step` is the budget's step hook (the step's seconds to the pace,
+a re-plan every REPLAN_EVERY iterations, the line that says what the plan became).
+
 The latest plan and progress are saved in train_state.pt: `--resume` finishes that plan without re-planning
 (a resumed run has no deadline of its own; its schedule continues bit for bit).
 """
@@ -26,9 +30,14 @@ from __future__ import annotations
 
 import re
 import statistics
+import time
 from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
 
+from gpt.config import TrainConfig
 from gpt.errors import GPTError
+from gpt.train.schedule import Progress, lr_at
 
 WARMUP_STEPS = 5  # the first steps of a run are slower (allocations, caches): not timed
 MIN_WINDOW_STEPS = 10  # the pace is a mean over at least this many steps...
@@ -154,3 +163,102 @@ class Deadline:
         elapsed = now - self.started
         used = format_duration(elapsed) if elapsed >= 90 else f"{elapsed:.1f} s"
         return f"{used} of {format_duration(self.budget_s)} ({100 * elapsed / self.budget_s:.1f} %)"
+
+
+class Plan:
+    """The run's length and its place in the schedule: the config's max_iters, the plan a resumed run saved
+    (finished as it was, without a deadline of its own), or a time budget's `deadline`, planned again every
+    REPLAN_EVERY iterations. `max_iters` is the plan's (the config is never changed); `agree` gives every rank
+    rank 0's value of its argument, as each rank times its own steps and all must stop at the same iteration."""
+
+    def __init__(self, t: TrainConfig, saved: dict, deadline: Deadline | None, budget_s: float | None,
+                 stop_after: int | None, agree: Callable[[Any], Any]):
+        self.t, self.deadline, self.budget_s, self.stop_after, self.agree = t, deadline, budget_s, stop_after, agree
+        self.max_iters = int(saved.get("max_iters", t.max_iters))
+        self.progress = Progress(saved.get("progress", 0.0)) if deadline or saved else None
+        self.planned = bool(saved)  # whether max_iters is a plan (saved in train_state.pt) or the config's
+
+    @property
+    def end_iter(self) -> int:
+        """Where this process stops: the plan's end, or --stop-after's iteration before it."""
+        return min(self.max_iters, self.stop_after or self.max_iters)
+
+    def iterations(self, start: int) -> Iterator[int]:
+        """start, start + 1, ... while short of `end_iter`, read again before each (a re-plan moves it)."""
+        it = start
+        while it < self.end_iter:
+            yield it
+            it += 1
+
+    def lr(self, it: int) -> float:
+        """Iteration `it`'s learning rate: the config's schedule, or along the plan's progress where it has one."""
+        return lr_at(it, self.t, None if self.progress is None else self.progress.value)
+
+    def after_step(self, it: int, seconds: float) -> str | None:
+        """The step hook, after iteration `it` took `seconds`: the schedule moves on, and under a deadline the
+        pace takes the step in, and every REPLAN_EVERY iterations the iteration count is planned again. Returns
+        the line to print when the plan is the first one or the pace moved PACE_CHANGE x, else None."""
+        if self.progress:
+            self.progress.advance(it, self.max_iters, self.t.warmup_iters)
+        if self.deadline is None:
+            return None
+        self.deadline.observe_step(seconds)
+        done = it + 1
+        if done % REPLAN_EVERY:
+            return None
+        planned = self.agree(self.deadline.plan(done, time.perf_counter()))
+        if planned is None:  # no pace known yet
+            return None
+        moved = self.deadline.pace_moved()
+        line = self.plan_line(planned, moved) if moved or not self.planned else None
+        self.max_iters, self.planned = planned, True
+        return line
+
+    def plan_line(self, planned: int, moved: tuple[float, float] | None) -> str:
+        """What the plan became and why: the first plan, or the pace moving PACE_CHANGE x."""
+        d = self.deadline
+        head = f"time budget {format_duration(d.budget_s)}: {planned:,} iterations"
+        if not self.planned:
+            return (f"{head} ({d.pace * 1e3:.0f} ms per step over the last {d.window_total:.0f} s, an evaluation "
+                    f"{d.eval_steps:.0f} steps; planned again every {REPLAN_EVERY} iterations)")
+        before, now = moved
+        return (f"{head} (was {self.max_iters:,}: the pace moved, {now * 1e3:.0f} ms per step now against "
+                f"{before * 1e3:.0f} ms before)")
+
+    def eval_skipped(self, it: int, start_iter: int, now: float) -> str | None:
+        """Why the evaluation due at iteration `it` (from `now`) is skipped, or None to run it: under a deadline,
+        one that would eat into the final evaluation's time, or one close before it (never a run's first)."""
+        if self.deadline is None or it == start_iter:
+            return None
+        if not self.deadline.eval_fits(now):
+            return f"{self.deadline.left(now):.1f} s left: kept for the final one"
+        if self.max_iters - it < self.t.eval_interval // 4:
+            return f"the final one is {self.max_iters - it} iterations away"
+        return None
+
+    def observe_eval(self, seconds: float) -> None:
+        if self.deadline:
+            self.deadline.observe_eval(seconds)
+
+    def final_eval_iters(self) -> tuple[int, str | None]:
+        """The final evaluation's batches per split (fewer where the deadline has no time for all), and the line
+        that says it was shortened (None: it was not)."""
+        full, d = self.t.eval_iters, self.deadline
+        if d is None or (share := d.final_eval_share(time.perf_counter())) >= 1:
+            return full, None
+        n = max(1, int(full * share))
+        return n, (f"the final evaluation is shortened to {n} of {full} batches per split "
+                   f"({d.left(time.perf_counter()):.1f} s left)")
+
+    def used_line(self) -> str | None:
+        """The run's last line under a deadline: the time it used and the iterations it ran."""
+        if self.deadline is None:
+            return None
+        return (f"time budget {format_duration(self.deadline.budget_s)}: used {self.deadline.used(time.perf_counter())}"
+                f", {self.end_iter:,} iterations")
+
+    def saved(self) -> dict:
+        """For train_state.pt: the plan a resume finishes ({} where max_iters is the config's)."""
+        if not self.planned:
+            return {}
+        return {"seconds": self.budget_s or 0.0, "max_iters": self.max_iters, "progress": self.progress.value}

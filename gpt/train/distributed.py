@@ -9,11 +9,14 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from gpt.errors import GPTError
 from gpt.model.device import resolve_device
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -31,6 +34,10 @@ class Dist:
     @property
     def master(self) -> bool:
         return self.rank == 0
+
+    def from_rank0(self, value: T) -> T:
+        """Rank 0's `value`, on every rank (every rank must call it at the same point)."""
+        return gather(self, {"value": value})[0]["value"]
 
 
 def setup_distributed(device_name: str) -> tuple[Dist, torch.device]:

@@ -1,7 +1,10 @@
 """Train the GPT: `python -m gpt.train --preset cpu --out-dir out`.
 
-The loop below reads top to bottom: data, model and optimizer, resume, then steps with an evaluation (and a
-saved train_state.pt) every eval_interval, and at the end the best model's full-pass val loss. What it
+`train()` reads top to bottom like nanoGPT's train.py: `setup()` (data, model and optimizer, resume, precision,
+plan), then `for it in plan.iterations(...)`: at every eval_interval the state saved and an evaluation, the step,
+its seconds to the hooks of the time budget (`Plan.after_step`, gpt/train/budget.py) and of the precision check
+(`Precision.after_step`, gpt/train/precision.py), the progress bar; then `conclude()`: the final evaluation and
+the best model's full-pass val loss. The functions after `train()` come in the order it calls them. What it
 writes and every option: `python -m gpt.train --help` (gpt/train/options.py).
 """
 
@@ -11,7 +14,7 @@ import hashlib
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,22 +22,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gpt.config import ModelConfig
+from gpt.config import ModelConfig, TrainConfig
 from gpt.data import BatchSampler, load_shakespeare, load_text, split
 from gpt.errors import GPTError
 from gpt.fsutil import check_dir, ensure_dir, fault_spec, remove_stale_temps
 from gpt.model import GPT
 from gpt.model.checkpoint import load_checkpoint, recover, save_checkpoint
 from gpt.tokenizer import CharTokenizer
-from gpt.train.budget import REPLAN_EVERY, Deadline, format_duration
+from gpt.train.budget import Deadline, Plan
 from gpt.train.distributed import Dist, StopRequest, gather, setup_distributed, teardown
 from gpt.train.ema import WeightEMA
 from gpt.train.log import LOG, append_log, plot_losses, truncate_log
 from gpt.train.losses import estimate_loss, full_loss
 from gpt.train.optim import Optimizers
 from gpt.train.options import DTYPES, Options, build_parser, configs
-from gpt.train.precision import Recheck, autocast, bf16_hardware, choose_dtype
-from gpt.train.schedule import Progress, lr_at
+from gpt.train.precision import Precision, Recheck, autocast, bf16_hardware, choose_dtype
 from gpt.train.state import STATE, resume, rng_state, write_state
 
 
@@ -58,7 +60,136 @@ def main(argv: Sequence[str] | None = None) -> int:
         teardown(dist)
 
 
-def grad_scaler(dtype: torch.dtype, device: torch.device) -> torch.amp.GradScaler:
+def train(o: Options, dist: Dist, stop: StopRequest) -> int:
+    """Set up, then one iteration after another until the plan's end (or --stop-after's, or a stop request):
+    at every eval_interval the state saved and an evaluation, then the step; at the end the final evaluation."""
+    from tqdm import tqdm
+
+    t, master = o.train, dist.master
+    say = print if master else quiet
+    r = setup(o, dist, say)
+    plan, precision, parts = r.plan, r.precision, r.parts
+    tokens_per_iter = t.batch_size * r.model.config.block_size * t.gradient_accumulation_steps
+    bar = tqdm(initial=r.start_iter, total=plan.end_iter, disable=not o.progress or not master, dynamic_ncols=True,
+               file=sys.stdout)
+    write = bar.write if master else quiet  # tqdm.write prints even where the bar is disabled
+    r.model.train()
+    t0 = time.perf_counter()
+    for it in plan.iterations(r.start_iter):
+        if it % t.eval_interval == 0:
+            scheduled_evaluation(r, it, write)
+            t0 = time.perf_counter()
+        dtype = precision.at(it)
+        parts.optimizer.set_lr(plan.lr(it))
+        step_start = time.perf_counter()
+        loss = train_step(parts, it, dtype)
+        seconds = time.perf_counter() - step_start
+        for line in (plan.after_step(it, seconds), precision.after_step(it, dtype, seconds)):
+            if line:
+                write(line)
+        bar.total = plan.end_iter
+        bar.update(1)
+        if (it + 1) % t.log_interval == 0 and master:
+            now = time.perf_counter()
+            bar.set_postfix(loss=f"{loss.item():.4f}", tok_s=f"{tokens_per_iter * t.log_interval / (now - t0):,.0f}")
+            t0 = now
+        if stop.requested(dist, o.device):
+            save_state(r, it + 1)
+            bar.close()
+            say(f"{stop.signal or 'SIGTERM'}: finished iteration {it}, saved state; continue with "
+                f"`python -m gpt.train --out-dir {r.out_dir} --resume` and the same options")
+            return 0
+    bar.close()
+    return conclude(r, say)
+
+
+def quiet(*args: object, **kwargs: object) -> None:
+    """print() on the ranks other than 0: nothing."""
+
+
+@dataclass
+class Run:
+    """What `setup()` builds and the loop works on. `best_val` is the lowest val loss evaluated so far; `plan`
+    (the iteration count and schedule) and `precision` (the autocast dtype) change as the run goes."""
+
+    o: Options
+    dist: Dist
+    out_dir: Path
+    tokenizer: CharTokenizer
+    train_data: np.ndarray
+    val_data: np.ndarray
+    data_sha256: str
+    model: GPT
+    eval_model: torch.nn.Module  # the model as evaluated: compiled where --compile is on
+    parts: StepParts
+    start_iter: int
+    best_val: float
+    plan: Plan
+    precision: Precision
+
+
+def setup(o: Options, dist: Dist, say: Callable[[str], None]) -> Run:
+    """nanoGPT's order: data, model, optimizer, sampler; then train_state.pt for --resume, the precision and the
+    run's plan, the model compiled and wrapped for DDP, and the run's first line."""
+    t, device = o.train, o.device
+    micro_steps = split_accumulation(t, dist)
+    out_dir = ensure_dir(o.out_dir) if dist.master else Path(o.out_dir)
+    tokenizer, train_data, val_data, data_sha256 = load_data(o)
+    model_cfg = ModelConfig(**{**o.model, "vocab_size": tokenizer.vocab_size})
+    if o.attention == "triton" and device.type == "cpu":
+        say("note: --attention triton on CPU runs in the Triton interpreter (TRITON_INTERPRET=1): slow, for tests")
+    scaler = grad_scaler(o.dtype, device)
+    torch.manual_seed(o.seed)  # the same initial weights on every rank
+    model = GPT(model_cfg, attention=o.attention).to(device)
+    if dist.enabled:
+        torch.manual_seed(o.seed + dist.rank)  # each rank its own dropout stream (and batches, below)
+    optimizer = Optimizers(model, t, fused=device.type == "cuda")
+    ema = WeightEMA(model, t.ema_decay) if t.ema_decay else None
+    sampler = BatchSampler(train_data, model_cfg.block_size, t.batch_size, seed=o.seed + dist.rank)
+    BatchSampler(val_data, model_cfg.block_size, t.batch_size, seed=0)  # a too-small val split fails now, not at eval
+    if dist.master:
+        recover(out_dir)  # finish a checkpoint save a kill interrupted after its commit point
+        remove_stale_temps(out_dir, (STATE, LOG, "loss.png"))
+    start_iter, best_val, saved_plan, saved_dtype = 0, float("inf"), {}, None
+    if o.resume:
+        start_iter, best_val, notes, saved_plan, saved_dtype = resume(
+            out_dir / STATE, model, optimizer, scaler, sampler, t, o.seed, data_sha256, dist, device, ema)
+        for note in notes:
+            say(f"note: {note}")
+        if o.stop_after is not None and o.stop_after <= start_iter:
+            raise GPTError(f"--stop-after {o.stop_after} is not past the resume iteration {start_iter}")
+        say(f"resuming from iteration {start_iter} (best val loss so far {best_val:.4f})")
+    if dist.master:  # rows past the resume point were written after the state was saved: they are redone
+        truncate_log(out_dir / LOG, start_iter)
+    precision, how = choose_precision(o, dist, model, saved_dtype)
+    plan = plan_run(o, saved_plan, len(val_data), model_cfg.block_size, dist)
+    eval_model = torch.compile(model) if o.compile else model
+    run = eval_model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        run = DistributedDataParallel(eval_model, device_ids=[device.index] if device.type == "cuda" else None)
+    parts = StepParts(run, model, optimizer, scaler, ema, sampler, device, dist, micro_steps,
+                      t.grad_clip if t.grad_clip > 0 else math.inf, out_dir)
+    say(f"{model.num_params() / 1e6:.2f}M parameters, preset {o.preset}, {device.type}, attention {o.attention}, "
+        f"compile {'on' if o.compile else 'off'}, {how}, {len(train_data):,} train / {len(val_data):,} val tokens"
+        + (f", {dist.world} processes x {micro_steps} micro-steps" if dist.enabled else ""))
+    return Run(o, dist, out_dir, tokenizer, train_data, val_data, data_sha256, model, eval_model, parts, start_iter,
+               best_val, plan, precision)
+
+
+def split_accumulation(t: TrainConfig, dist: Dist) -> int:
+    """Each process's micro-steps per optimizer step: the global batch is batch_size x gradient_accumulation_steps
+    whatever the number of processes, so these must split evenly over them."""
+    if t.gradient_accumulation_steps % dist.world:
+        raise GPTError(f"--gradient_accumulation_steps ({t.gradient_accumulation_steps}) must be a multiple "
+                       f"of the number of processes ({dist.world}): the global batch is batch_size * "
+                       "gradient_accumulation_steps; e.g. --gradient_accumulation_steps "
+                       f"{dist.world * max(1, t.gradient_accumulation_steps // dist.world)}")
+    return t.gradient_accumulation_steps // dist.world
+
+
+def grad_scaler(dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler:
     """Loss scaling for fp16 autocast on CUDA (small fp16 gradients underflow to 0); a no-op otherwise."""
     return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16 and device.type == "cuda")
 
@@ -71,6 +202,30 @@ def load_data(o: Options) -> tuple[CharTokenizer, np.ndarray, np.ndarray, str]:
     tokenizer = CharTokenizer.from_text(text)
     ids = np.array(tokenizer.encode(text), dtype=np.uint16 if tokenizer.vocab_size < 65536 else np.int64)
     return tokenizer, *split(ids), hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def choose_precision(o: Options, dist: Dist, model: GPT, saved: str | None) -> tuple[Precision, str]:
+    """The run's autocast dtype, and how it was chosen (for the first line): --dtype's, the resumed run's, or
+    (--dtype auto) measured on rank 0, whose choice every rank takes (each measures its own, noisy, step time)."""
+    dtype = o.dtype or DTYPES.get(saved)
+    if dtype:
+        return Precision(dtype, None, dist.from_rank0), \
+            str(dtype).removeprefix("torch.") + (" (given)" if o.dtype else " (as the run started)")
+    hardware = bf16_hardware() if o.device.type == "cpu" else None  # /proc/cpuinfo, read once
+    dtype, how = choose_dtype(model, o.train.batch_size, o.device, hardware)
+    dtype, how, hardware = dist.from_rank0((dtype, how, hardware))
+    return Precision(dtype, Recheck(dtype, hardware) if hardware else None, dist.from_rank0), how
+
+
+def plan_run(o: Options, saved: dict, val_tokens: int, block: int, dist: Dist) -> Plan:
+    """A time budget plans the iteration count (and the schedule follows it) until the run ends; a resumed run
+    finishes the plan saved in train_state.pt."""
+    t, deadline = o.train, None
+    if o.time_budget and not saved:
+        final_evals = 1 + val_tokens / (2 * t.eval_iters * t.batch_size * block)  # + the full val pass
+        deadline = Deadline(o.time_budget, o.started, t.eval_interval, eval_steps=2 * t.eval_iters / 3,
+                            final_evals=final_evals, cap=o.max_iters_cap)
+    return Plan(t, saved, deadline, o.time_budget, o.stop_after, dist.from_rank0)
 
 
 @dataclass
@@ -120,190 +275,6 @@ def train_step(s: StepParts, it: int, dtype: torch.dtype) -> torch.Tensor:
     return loss
 
 
-def train(o: Options, dist: Dist, stop: StopRequest) -> int:
-    t, device, master = o.train, o.device, dist.master
-    say = print if master else (lambda *a, **k: None)
-    if t.gradient_accumulation_steps % dist.world:
-        raise GPTError(f"--gradient_accumulation_steps ({t.gradient_accumulation_steps}) must be a multiple "
-                       f"of the number of processes ({dist.world}): the global batch is batch_size * "
-                       "gradient_accumulation_steps; e.g. --gradient_accumulation_steps "
-                       f"{dist.world * max(1, t.gradient_accumulation_steps // dist.world)}")
-    micro_steps = t.gradient_accumulation_steps // dist.world
-    out_dir = ensure_dir(o.out_dir) if master else Path(o.out_dir)
-    tokenizer, train_data, val_data, data_sha256 = load_data(o)
-    model_cfg = ModelConfig(**{**o.model, "vocab_size": tokenizer.vocab_size})
-    block = model_cfg.block_size
-    if o.attention == "triton" and device.type == "cpu":
-        say("note: --attention triton on CPU runs in the Triton interpreter (TRITON_INTERPRET=1): slow, for tests")
-    scaler = grad_scaler(o.dtype, device)
-
-    torch.manual_seed(o.seed)  # the same initial weights on every rank
-    model = GPT(model_cfg, attention=o.attention).to(device)
-    if dist.enabled:
-        torch.manual_seed(o.seed + dist.rank)  # each rank its own dropout stream (and batches, below)
-    optimizer = Optimizers(model, t, fused=device.type == "cuda")
-    ema = WeightEMA(model, t.ema_decay) if t.ema_decay else None
-    train_sampler = BatchSampler(train_data, block, t.batch_size, seed=o.seed + dist.rank)
-    BatchSampler(val_data, block, t.batch_size, seed=0)  # a too-small val split fails now, not at eval
-    start_iter, best_val, log_path, saved_plan, dtype = 0, float("inf"), out_dir / LOG, {}, o.dtype
-    if master:
-        recover(out_dir)  # finish a checkpoint save a kill interrupted after its commit point
-        remove_stale_temps(out_dir, (STATE, LOG, "loss.png"))
-    if o.resume:
-        start_iter, best_val, notes, saved_plan, saved_dtype = resume(
-            out_dir / STATE, model, optimizer, scaler, train_sampler, t, o.seed, data_sha256, dist, device, ema)
-        dtype = dtype or DTYPES.get(saved_dtype)
-        for note in notes:
-            say(f"note: {note}")
-        if o.stop_after is not None and o.stop_after <= start_iter:
-            raise GPTError(f"--stop-after {o.stop_after} is not past the resume iteration {start_iter}")
-        say(f"resuming from iteration {start_iter} (best val loss so far {best_val:.4f})")
-    if master:  # rows past the resume point were written after the state was saved: they are redone
-        truncate_log(log_path, start_iter)
-    precision, recheck = str(dtype).removeprefix("torch.") + (" (given)" if o.dtype else " (as the run started)"), None
-    if dtype is None:  # every rank takes rank 0's choice (each measured its own, noisy, step time)
-        dtype, precision = choose_dtype(model, t.batch_size, device)
-        dtype, precision = gather(dist, {"choice": (dtype, precision)})[0]["choice"]
-        hardware = bf16_hardware() if device.type == "cpu" else None
-        recheck = Recheck(dtype, hardware) if hardware else None
-    # A time budget plans the iteration count (and the schedule follows it) until the run ends; a resumed run
-    # finishes the plan saved in train_state.pt.
-    max_iters = int(saved_plan.get("max_iters", t.max_iters))
-    budget = None
-    if o.time_budget and not saved_plan:
-        final_evals = 1 + len(val_data) / (2 * t.eval_iters * t.batch_size * block)  # + the full val pass
-        budget = Deadline(o.time_budget, o.started, t.eval_interval, eval_steps=2 * t.eval_iters / 3,
-                          final_evals=final_evals, cap=o.max_iters_cap)
-    progress = Progress(saved_plan.get("progress", 0.0)) if budget or saved_plan else None
-    planned = bool(saved_plan)
-    eval_model = torch.compile(model) if o.compile else model
-    run = eval_model
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        run = DistributedDataParallel(eval_model, device_ids=[device.index] if device.type == "cuda" else None)
-    parts = StepParts(run, model, optimizer, scaler, ema, train_sampler, device, dist, micro_steps,
-                      t.grad_clip if t.grad_clip > 0 else math.inf, out_dir)
-    say(f"{model.num_params() / 1e6:.2f}M parameters, preset {o.preset}, {device.type}, attention {o.attention}, "
-        f"compile {'on' if o.compile else 'off'}, {precision}, {len(train_data):,} train / {len(val_data):,} val tokens"
-        + (f", {dist.world} processes x {micro_steps} micro-steps" if dist.enabled else ""))
-
-    def save_state(it: int) -> None:
-        ranks = gather(dist, rng_state(train_sampler, device))  # every rank takes part; rank 0 writes
-        if master:
-            plan = {"seconds": o.time_budget or 0.0, "max_iters": max_iters, "progress": progress.value} \
-                if planned else {}
-            write_state(out_dir / STATE, it=it, best_val=best_val, model=model, optimizer=optimizer, scaler=scaler,
-                        train_cfg=t, seed=o.seed, data_sha256=data_sha256, ranks=ranks, plan=plan,
-                        dtype=str(dtype).removeprefix("torch."), ema=ema)
-
-    def evaluate(it: int, eval_iters: int = t.eval_iters) -> None:
-        nonlocal best_val
-        scored = ema.model if ema else eval_model  # the model that is saved is the one scored
-        losses = estimate_loss(scored, {"train": train_data, "val": val_data}, t, block, device,
-                               autocast(device, dtype), o.seed, eval_iters)
-        append_log(log_path, {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"],
-                              "lr": lr_at(it, t, progress and progress.value), "time": time.time(),
-                              "max_iters": max_iters})
-        bar.write(f"iter {it}: train {losses['train']:.4f}, val {losses['val']:.4f}")
-        if losses["val"] < best_val:
-            best_val = losses["val"]
-            save_checkpoint(out_dir, ema.model if ema else model, tokenizer, iter=it, val_loss=best_val,
-                            val_loss_kind="estimate", data_sha256=data_sha256)
-
-    from tqdm import tqdm
-
-    tokens_per_iter = t.batch_size * block * t.gradient_accumulation_steps
-    end_iter = min(max_iters, o.stop_after or max_iters)
-    bar = tqdm(initial=start_iter, total=end_iter, disable=not o.progress or not master, dynamic_ncols=True,
-               file=sys.stdout)
-    model.train()
-    t0 = time.perf_counter()
-    it = start_iter
-    while it < end_iter:
-        if it % t.eval_interval == 0:
-            eval_start = time.perf_counter()
-            if not (o.resume and it == start_iter):  # the state it was resumed from is this one
-                save_state(it)
-            if master and budget and it > start_iter and not budget.eval_fits(eval_start):
-                bar.write(f"iter {it}: evaluation skipped ({budget.left(eval_start):.1f} s left: kept for the "
-                          "final one)")
-            elif master and budget and it > start_iter and max_iters - it < t.eval_interval // 4:
-                bar.write(f"iter {it}: evaluation skipped (the final one is {max_iters - it} iterations away)")
-            elif master:
-                evaluate(it)
-                if budget:
-                    budget.observe_eval(time.perf_counter() - eval_start)
-            t0 = time.perf_counter()
-        step_start = time.perf_counter()
-        step_dtype = recheck.dtype(it) if recheck else dtype
-        optimizer.set_lr(lr_at(it, t, progress and progress.value))
-        loss = train_step(parts, it, step_dtype)
-        seconds = time.perf_counter() - step_start
-        if progress:
-            progress.advance(it, max_iters, t.warmup_iters)
-        if budget:
-            budget.observe_step(seconds)
-        if recheck:
-            recheck.observe(it, step_dtype, seconds)
-        it += 1
-        bar.update(1)
-        if it % t.log_interval == 0 and master:
-            now = time.perf_counter()
-            bar.set_postfix(loss=f"{loss.item():.4f}", tok_s=f"{tokens_per_iter * t.log_interval / (now - t0):,.0f}")
-            t0 = now
-        if it % REPLAN_EVERY == 0 and (budget or recheck):
-            shared = gather(dist, {"n": budget.plan(it, time.perf_counter()) if budget else None,
-                                   "steady": bool(recheck and recheck.steady),
-                                   "result": recheck.result() if recheck and recheck.complete else None})[0]
-            if shared["n"] is not None:
-                if (moved := budget.pace_moved()) or not planned:
-                    bar.write(plan_line(o.time_budget, shared["n"], max_iters if planned else None, moved, budget))
-                max_iters, planned = shared["n"], True
-                end_iter = bar.total = min(max_iters, o.stop_after or max_iters)
-            if shared["steady"]:
-                recheck.begin(it)
-            if shared["result"]:
-                bar.write(f"precision checked again at iteration {it}: {shared['result'][1]}")
-                dtype, recheck = shared["result"][0], None
-        if stop.requested(dist, device):
-            save_state(it)
-            bar.close()
-            say(f"{stop.signal or 'SIGTERM'}: finished iteration {it - 1}, saved state; continue with "
-                f"`python -m gpt.train --out-dir {out_dir} --resume` and the same options")
-            return 0
-    bar.close()
-    if end_iter > start_iter or not o.resume:
-        save_state(end_iter)
-    if end_iter < max_iters:
-        say(f"stopped after iteration {end_iter} of {max_iters}; continue with --resume")
-        return 0
-    if master:
-        final_iters = t.eval_iters
-        if budget and (share := budget.final_eval_share(time.perf_counter())) < 1:
-            final_iters = max(1, int(t.eval_iters * share))
-            say(f"the final evaluation is shortened to {final_iters} of {t.eval_iters} batches per split "
-                f"({budget.left(time.perf_counter()):.1f} s left)")
-        evaluate(end_iter, final_iters)
-        finish(out_dir, val_data, block, device, tokenizer)
-        if budget:
-            say(f"time budget {format_duration(o.time_budget)}: used {budget.used(time.perf_counter())}, "
-                f"{end_iter:,} iterations")
-    return 0
-
-
-def plan_line(budget_s: float, planned: int, was: int | None, moved: tuple[float, float] | None,
-              budget: Deadline) -> str:
-    """The line that says what the plan became and why: the first plan, or the pace moving PACE_CHANGE x."""
-    head = f"time budget {format_duration(budget_s)}: {planned:,} iterations"
-    if was is None:
-        return (f"{head} ({budget.pace * 1e3:.0f} ms per step over the last {budget.window_total:.0f} s, an "
-                f"evaluation {budget.eval_steps:.0f} steps; planned again every {REPLAN_EVERY} iterations)")
-    before, now = moved
-    return (f"{head} (was {was:,}: the pace moved, {now * 1e3:.0f} ms per step now against {before * 1e3:.0f} ms "
-            "before)")
-
-
 def check_finite(losses: list[torch.Tensor], grad_norm: torch.Tensor, scaler, it: int, out_dir: Path) -> None:
     """Stop on a non-finite loss or gradient norm (one sync per step). With loss scaling, inf/NaN gradients
     are expected now and then: scaler.step skips that step, so only the losses are checked."""
@@ -313,6 +284,66 @@ def check_finite(losses: list[torch.Tensor], grad_norm: torch.Tensor, scaler, it
         what = f"loss became {bad[0]}" if bad else f"gradient norm became {grad_norm.item()}"
         raise GPTError(f"{what} at iteration {it}: training stopped; the last good checkpoint in {out_dir} is "
                        "kept (try a lower --learning_rate)")
+
+
+def scheduled_evaluation(r: Run, it: int, write: Callable[[str], None]) -> None:
+    """Every eval_interval: the state saved, then (rank 0) an evaluation, unless the time budget keeps its time
+    for the final one; what it took goes to the budget (with the save: what the next one will cost)."""
+    started = time.perf_counter()
+    if not (r.o.resume and it == r.start_iter):  # the state it was resumed from is this one
+        save_state(r, it)
+    if not r.dist.master:
+        return
+    if skipped := r.plan.eval_skipped(it, r.start_iter, started):
+        write(f"iter {it}: evaluation skipped ({skipped})")
+        return
+    evaluate(r, it, r.o.train.eval_iters, write)
+    r.plan.observe_eval(time.perf_counter() - started)
+
+
+def save_state(r: Run, it: int) -> None:
+    """train_state.pt as of the start of iteration `it`: every rank's RNG state, gathered; rank 0 writes."""
+    ranks = gather(r.dist, rng_state(r.parts.sampler, r.o.device))
+    if r.dist.master:
+        write_state(r.out_dir / STATE, it=it, best_val=r.best_val, model=r.model, optimizer=r.parts.optimizer,
+                    scaler=r.parts.scaler, train_cfg=r.o.train, seed=r.o.seed, data_sha256=r.data_sha256,
+                    ranks=ranks, plan=r.plan.saved(), dtype=r.precision.name, ema=r.parts.ema)
+
+
+def evaluate(r: Run, it: int, eval_iters: int, write: Callable[[str], None]) -> None:
+    """The loss estimate over eval_iters batches per split, logged and printed; the model saved as the checkpoint
+    when its val loss is the best so far (with --ema_decay, the average: the model saved is the one scored)."""
+    o, ema = r.o, r.parts.ema
+    losses = estimate_loss(ema.model if ema else r.eval_model, {"train": r.train_data, "val": r.val_data}, o.train,
+                           r.model.config.block_size, o.device, autocast(o.device, r.precision.dtype), o.seed,
+                           eval_iters)
+    append_log(r.out_dir / LOG, {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"],
+                                 "lr": r.plan.lr(it), "time": time.time(), "max_iters": r.plan.max_iters})
+    write(f"iter {it}: train {losses['train']:.4f}, val {losses['val']:.4f}")
+    if losses["val"] < r.best_val:
+        r.best_val = losses["val"]
+        save_checkpoint(r.out_dir, ema.model if ema else r.model, r.tokenizer, iter=it, val_loss=r.best_val,
+                        val_loss_kind="estimate", data_sha256=r.data_sha256)
+
+
+def conclude(r: Run, say: Callable[[str], None]) -> int:
+    """After the loop: the state saved; at the plan's end (not --stop-after's), the final evaluation (shortened
+    to what a time budget leaves), the best model's full val pass, and the time the budget used."""
+    end = r.plan.end_iter
+    if end > r.start_iter or not r.o.resume:
+        save_state(r, end)
+    if end < r.plan.max_iters:
+        say(f"stopped after iteration {end} of {r.plan.max_iters}; continue with --resume")
+        return 0
+    if r.dist.master:
+        eval_iters, shortened = r.plan.final_eval_iters()
+        if shortened:
+            say(shortened)
+        evaluate(r, end, eval_iters, say)
+        finish(r.out_dir, r.val_data, r.model.config.block_size, r.o.device, r.tokenizer)
+        if used := r.plan.used_line():
+            say(used)
+    return 0
 
 
 def finish(out_dir: Path, val_data: np.ndarray, block: int, device: torch.device, tokenizer: CharTokenizer) -> None:
@@ -326,4 +357,3 @@ def finish(out_dir: Path, val_data: np.ndarray, block: int, device: torch.device
     plot_losses(out_dir / LOG, out_dir / "loss.png")
     print(f"done: best model (iteration {manifest['iter']}) has val loss {val:.4f} (full pass over "
           f"{len(val_data):,} tokens); saved to {out_dir}/model.safetensors")
-

@@ -9,7 +9,8 @@ bfloat16, measured bf16 at 0.43x float32 while another program was busy for the 
 same CPU, quiet). So the probe takes turns (`interleaved_medians`: A B A B ..., medians), and once the run
 keeps a steady pace `Recheck` lets the two precisions take turns over real training steps and keeps the
 faster by the same rule (one line says so when it switches). The choice is saved in train_state.pt: a resume
-keeps it instead of measuring again.
+keeps it instead of measuring again. The loop holds the outcome as a `Precision`: the dtype of each step, and
+`Precision.after_step`, the recheck's step hook.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,6 +33,7 @@ PROBE_ROUNDS = 3  # timed (float32, bfloat16) turns of forward+backward, after o
 RECHECK_PAIRS = 6  # turns of real training steps in each precision once the pace is steady
 STEADY_STEPS = 10  # the pace is steady when two runs of this many steps have medians within STEADY_RATIO
 STEADY_RATIO = 1.25
+CHECK_EVERY = 10  # iterations between the ranks' agreements on the recheck (the same iterations on every rank)
 
 
 def bf16_hardware(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
@@ -77,12 +80,13 @@ def verdict(speedup: float, hardware: str, how: str) -> tuple[torch.dtype, str]:
                           f"below {MIN_SPEEDUP}x)"
 
 
-def choose_dtype(model: GPT, batch_size: int, device: torch.device) -> tuple[torch.dtype, str]:
-    """The autocast dtype for `--dtype auto` and the reason, for the run's first log line. The probe leaves
-    the weights, the optimizer and the torch RNG as they were (a run is the same whether it probed or not)."""
+def choose_dtype(model: GPT, batch_size: int, device: torch.device, hardware: str | None
+                 ) -> tuple[torch.dtype, str]:
+    """The autocast dtype for `--dtype auto` and the reason, for the run's first log line; `hardware` is the
+    CPU's bf16_hardware(). The probe leaves the weights, the optimizer and the torch RNG as they were (a run is
+    the same whether it probed or not)."""
     if device.type == "cuda":
         return torch.bfloat16, "bfloat16 autocast (CUDA)"
-    hardware = bf16_hardware()
     if hardware is None:
         return torch.float32, "float32 (this CPU has no AMX or AVX512-BF16: bfloat16 would be emulated, slowly)"
     rng = torch.get_rng_state()
@@ -138,3 +142,38 @@ class Recheck:
         """The precision the rule picks from the recheck's medians, and why."""
         speedup = statistics.median(self.times[torch.float32]) / statistics.median(self.times[torch.bfloat16])
         return verdict(speedup, self.hardware, f"re-measured over {RECHECK_PAIRS} pairs of training steps:")
+
+
+class Precision:
+    """The run's autocast dtype, and the `Recheck` that may still change it (None: the choice is final). `agree`
+    gives every rank rank 0's value of its argument: each rank times its own steps, and all train alike."""
+
+    def __init__(self, dtype: torch.dtype, recheck: Recheck | None, agree: Callable[[Any], Any]):
+        self.dtype, self.recheck, self.agree = dtype, recheck, agree
+
+    @property
+    def name(self) -> str:
+        """'bfloat16', as train_state.pt records it."""
+        return str(self.dtype).removeprefix("torch.")
+
+    def at(self, it: int) -> torch.dtype:
+        """The precision of iteration `it` (during a recheck, the two take turns)."""
+        return self.recheck.dtype(it) if self.recheck else self.dtype
+
+    def after_step(self, it: int, dtype: torch.dtype, seconds: float) -> str | None:
+        """The recheck's step hook, after iteration `it` ran in `dtype` for `seconds`: every CHECK_EVERY
+        iterations the ranks take rank 0's view (its pace steady: the turns begin; the turns done: its verdict).
+        Returns the line to print when the verdict is in, else None."""
+        if self.recheck is None:
+            return None
+        self.recheck.observe(it, dtype, seconds)
+        done = it + 1
+        if done % CHECK_EVERY:
+            return None
+        steady, result = self.agree((self.recheck.steady, self.recheck.result() if self.recheck.complete else None))
+        if steady:
+            self.recheck.begin(done)
+        if result is None:
+            return None
+        self.dtype, self.recheck = result[0], None
+        return f"precision checked again at iteration {done}: {result[1]}"
