@@ -15,7 +15,6 @@ NAME.md (bench/reports/speculative.py).
 from __future__ import annotations
 
 import argparse
-import queue
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.harness.cli import add_options, command
+from bench.harness.engines import keep_in_flight
 from bench.harness.genai import genai_missing, open_genai
 from bench.harness.results_files import publish, stamp
 from bench.harness.server import val_prompts
@@ -32,7 +32,7 @@ from gpt.decode.loop import generate
 from gpt.decode.sampler import Sampler, SamplingParams
 from gpt.decode.speculative.drafters import check_speculative, open_drafter
 from gpt.decode.speculative.loop import DEFAULT_DRAFT_TOKENS, Drafter, SpeculativeStats, generate_speculative
-from gpt.engine import Engine, Event, GenerationParams
+from gpt.engine import Engine, GenerationParams
 from gpt.errors import ArgumentParser, GPTError, run_cli
 from gpt.tokenizer import CharTokenizer
 
@@ -134,30 +134,13 @@ def engine_rate(onnx: Path, prompts: list[str], streams: int, tokens: int, tempe
                 speculative: str | None, ngram_text: Path | None) -> tuple[float, dict]:
     """Aggregate characters/s of `streams` concurrent requests (2 x streams in all, `streams` in flight)."""
     options = {"speculative": speculative, "ngram_text": ngram_text, "say": print} if speculative else {}
-    events: queue.SimpleQueue[tuple[int, Event]] = queue.SimpleQueue()
     with Engine(onnx, slots=max(streams, 1), threads=threads, max_queue=4 * streams, **options) as engine:
-        total, sent, done, chars = 2 * streams, 0, 0, 0
-        start = time.perf_counter()
-
-        def submit(i: int) -> None:
-            params = GenerationParams(max_tokens=tokens, temperature=temperature, seed=i)
-            engine.submit(prompts[i % len(prompts)], params, lambda e, i=i: events.put((i, e)))
-
-        for _ in range(streams):
-            submit(sent)
-            sent += 1
-        while done < total:
-            _, event = events.get(timeout=600)
-            if event.kind == "token":
-                chars += len(event.text)
-            elif event.kind == "error":
-                raise GPTError(f"engine request failed: {event.error}")
-            else:
-                done += 1
-                if sent < total:
-                    submit(sent)
-                    sent += 1
-        return chars / (time.perf_counter() - start), engine.stats()
+        load = keep_in_flight(engine, prompts, lambda i: GenerationParams(max_tokens=tokens, temperature=temperature,
+                                                                          seed=i), streams, 2 * streams)
+        failed = [r.error or "no answer in time" for r in load.results if not r.ok]
+        if failed:
+            raise GPTError(f"engine request failed: {failed[0]}")
+        return sum(r.tokens for r in load.results) / load.wall_s, engine.stats()
 
 
 def median(xs: Sequence[float]) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,33 +23,39 @@ from gpt.engine import Engine, Event, GenerationParams
 def run_ours(onnx: Path, prompts: list[str], concurrency: int, total: int, max_tokens: int, temperature: float,
              threads: int, slots: int, timeout_s: float = 600) -> LoadResult:
     """`concurrency` requests kept in flight on our engine, `total` in all; times as `run_genai` takes them."""
-    events: queue.SimpleQueue[tuple[int, Event, float]] = queue.SimpleQueue()
-    results: list[RequestResult] = []
     params = GenerationParams(max_tokens=max_tokens, temperature=temperature, seed=0)
     with Engine(onnx, slots=slots, threads=threads, max_queue=total) as engine:
-        live: dict[int, RequestResult] = {}
+        return keep_in_flight(engine, prompts, lambda i: params, concurrency, total, timeout_s)
 
-        def submit(i: int) -> None:
-            live[i] = RequestResult(ok=False, sent=time.perf_counter())
-            engine.submit(prompts[i % len(prompts)], params, lambda e, i=i: events.put((i, e, time.perf_counter())))
 
-        start = time.perf_counter()
-        sent = min(concurrency, total)
-        for i in range(sent):
-            submit(i)
-        while live and time.perf_counter() - start < timeout_s:
-            i, event, now = events.get(timeout=timeout_s)
-            result = live[i]
-            if event.kind == "token":
-                result.arrived(now, len(event.text))
-                continue
-            result.ok, result.error = event.kind == "done", event.error or ""
-            results.append(live.pop(i))
-            if sent < total:
-                submit(sent)
-                sent += 1
-        wall = time.perf_counter() - start
-    return LoadResult(concurrency, wall, results + list(live.values()))
+def keep_in_flight(engine: Engine, prompts: list[str], params: Callable[[int], GenerationParams], concurrency: int,
+                   total: int, timeout_s: float = 600) -> LoadResult:
+    """Request i (prompt i mod len(prompts), `params(i)`) goes in as soon as one of the `concurrency` in flight
+    ends, `total` in all: each request's chunks timed as they reach its sink."""
+    events: queue.SimpleQueue[tuple[int, Event, float]] = queue.SimpleQueue()
+    results: list[RequestResult] = []
+    live: dict[int, RequestResult] = {}
+
+    def submit(i: int) -> None:
+        live[i] = RequestResult(ok=False, sent=time.perf_counter())
+        engine.submit(prompts[i % len(prompts)], params(i), lambda e, i=i: events.put((i, e, time.perf_counter())))
+
+    start = time.perf_counter()
+    sent = min(concurrency, total)
+    for i in range(sent):
+        submit(i)
+    while live and time.perf_counter() - start < timeout_s:
+        i, event, now = events.get(timeout=timeout_s)
+        result = live[i]
+        if event.kind == "token":
+            result.arrived(now, len(event.text))
+            continue
+        result.ok, result.error = event.kind == "done", event.error or ""
+        results.append(live.pop(i))
+        if sent < total:
+            submit(sent)
+            sent += 1
+    return LoadResult(concurrency, time.perf_counter() - start, results + list(live.values()))
 
 
 def run_genai(onnx: Path, prompts: list[list[int]], concurrency: int, total: int, max_tokens: int,

@@ -12,8 +12,6 @@ On CUDA, bench/suite/test_attention_bench.py times the compiled step per attenti
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 
@@ -24,6 +22,7 @@ from bench.harness.timing import measure, timed
 
 def make_step(preset: str, variant: str, device: str):
     from gpt.model import GPT
+    from gpt.train.precision import autocast
 
     cfg = model_config(preset)
     batch = plan.TRAIN_BATCH.get(preset, 8)
@@ -36,8 +35,7 @@ def make_step(preset: str, variant: str, device: str):
         mode = "max-autotune-no-cudagraphs" if variant == "compile-maxat" else None
         options = {"fallback_random": True} if variant == "compile-fbrand" else None
         run = torch.compile(model, mode=mode, options=options)
-    dtype = torch.bfloat16 if variant.endswith("bf16") else None
-    amp = torch.autocast(device, dtype=dtype) if dtype else contextlib.nullcontext()
+    amp = autocast(torch.device(device), torch.bfloat16 if variant.endswith("bf16") else torch.float32)
     g = torch.Generator().manual_seed(0)
     x, y = (torch.randint(0, cfg.vocab_size, (batch, cfg.block_size), generator=g).to(device) for _ in range(2))
 
