@@ -214,6 +214,10 @@ MUTANTS = [
     Mutant("gpt.serve leaves onnxruntime's workers spinning", "gpt/serve/__main__.py",
            (("    spin_workers(args.spin)  # the HTTP side and the clients share these cores\n", ""),),
            ("tests/test_serve.py::test_the_servers_onnxruntime_workers_sleep_between_ops_unless_told_to_spin",)),
+    Mutant("the engine imports the torch model", "gpt/engine/core.py",
+           (("from gpt.decode.loop import",
+             "from gpt.model.kv_cache import *  # noqa: F403\nfrom gpt.decode.loop import"),),
+           ("tests/test_layout.py",)),
 ]
 
 
