@@ -109,9 +109,11 @@ def test_held_back_text_is_released_when_it_cannot_start_a_stop_string():
 
 
 def test_per_request_parameters_are_checked():
-    for bad, message in [({"max_tokens": 0}, "max_tokens must be in"), ({"temperature": -1}, "temperature"),
-                         ({"top_p": 0}, "top-p"), ({"top_k": -1}, "top-k"), ({"stop": ("",)}, "stop must be"),
-                         ({"stop": ("a", "b", "c", "d", "e")}, "at most 4"), ({"timeout": 0}, "timeout")]:
+    """Each message names the field as Python and the request spell it, not a command-line flag."""
+    for bad, message in [({"max_tokens": 0}, "^max_tokens must be in"), ({"temperature": -1}, "^temperature must be"),
+                         ({"top_p": 0}, "^top_p must be"), ({"top_k": -1}, "^top_k must be"),
+                         ({"stop": ("",)}, "stop must be"), ({"stop": ("a", "b", "c", "d", "e")}, "at most 4"),
+                         ({"timeout": 0}, "timeout")]:
         with pytest.raises(GPTError, match=message):
             GenerationParams(**bad)
 
