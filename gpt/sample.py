@@ -102,9 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def sample_speculative(args: argparse.Namespace, params: SamplingParams, decoder, tokenizer: CharTokenizer,
                        prompt_ids: list[int]) -> int:
-    model = check_speculative(decoder, args.draft_tokens, "--draft-tokens")
-    drafter = open_drafter(args.speculative, model, args.threads, args.ngram_text, args.data_dir,
-                           say=lambda line: print(line, file=sys.stderr))
+    with flag_names("speculative"):
+        model = check_speculative(decoder, args.draft_tokens, "--draft-tokens")
+        drafter = open_drafter(args.speculative, model, args.threads, args.ngram_text, args.data_dir,
+                               say=lambda line: print(line, file=sys.stderr))
     stats = SpeculativeStats()
     pieces: list[str] = []
     green, plain = "\x1b[32m", "\x1b[0m"

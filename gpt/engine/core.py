@@ -72,13 +72,13 @@ class Engine:
         `speculate_rows` decode, and each while drafting pays for it (`adaptive`,
         `gpt.decode.speculative.loop.Pacer`)."""
         if max_queue < 0:
-            raise GPTError(f"--max-queue must be >= 0, got {max_queue}")
+            raise GPTError(f"max_queue must be >= 0, got {max_queue}")
         if prefill_chunk < 0:
-            raise GPTError(f"--prefill-chunk must be >= 0 (0 = whole prompts), got {prefill_chunk}")
+            raise GPTError(f"prefill_chunk must be >= 0 (0 = whole prompts), got {prefill_chunk}")
         if speculate_rows < 0:
-            raise GPTError(f"--speculate-rows must be >= 0, got {speculate_rows}")
+            raise GPTError(f"speculate_rows must be >= 0, got {speculate_rows}")
         self.runner = SlotRunner(path, slots, threads)
-        if speculative is not None or drafter is not None:  # named as gpt.serve's option, like the checks above
+        if speculative is not None or drafter is not None:
             check_draft_tokens(draft_tokens, self.runner.block_size)
         if speculative is not None:
             from gpt.decode.speculative.drafters import open_drafter

@@ -47,7 +47,7 @@ def aligned_zeros(shape: tuple[int, ...], align: int = 4096) -> np.ndarray:
 class SlotRunner:
     def __init__(self, path: Path | str, slots: int, threads: int | None = None):
         if slots < 1:
-            raise GPTError(f"--slots must be >= 1, got {slots}")
+            raise GPTError(f"slots must be >= 1, got {slots}")
         self.path = Path(path)
         self.session, self.meta = open_session(self.path, threads)
         m: OnnxMeta = self.meta

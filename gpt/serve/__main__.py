@@ -50,7 +50,7 @@ def serve_here(args: argparse.Namespace) -> int:
     from gpt.engine import Engine
 
     spin_workers(args.spin)  # the HTTP side and the clients share these cores
-    with flag_names("draft_tokens"):
+    with flag_names("slots", "max_queue", "prefill_chunk", "speculative", "draft_tokens", "speculate_rows"):
         engine = Engine(args.onnx, **options.engine_options(args))
     served = settings(args)
     app = create_app(engine, served)

@@ -27,7 +27,7 @@ class GenaiDecoder:
         try:
             import onnxruntime_genai as og
         except ImportError:
-            raise GPTError("--backend onnxruntime-genai needs `pip install onnxruntime-genai`") from None
+            raise GPTError("the onnxruntime-genai backend needs `pip install onnxruntime-genai`") from None
         path = Path(path)
         _, meta = open_session(path, threads=1)  # validates the file and reads its metadata
         if meta.layout != "gqa":
@@ -46,7 +46,7 @@ class GenaiDecoder:
     def prefill(self, ids: np.ndarray) -> np.ndarray:
         ids = check_ids(ids, len(self.vocab), self.block_size)
         if ids.shape[0] != 1:
-            raise GPTError(f"--backend onnxruntime-genai decodes one sample at a time (asked for {ids.shape[0]}); "
+            raise GPTError(f"the onnxruntime-genai backend decodes one sample at a time (asked for {ids.shape[0]}); "
                            "use --backend onnxruntime for batches")
         if self.generator is None:
             params = self.og.GeneratorParams(self.model)

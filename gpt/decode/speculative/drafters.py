@@ -20,10 +20,10 @@ def check_speculative(decoder, draft_tokens: int, name: str = "draft_tokens") ->
     the caller's word for it, `--draft-tokens` from a CLI)."""
     meta = getattr(decoder, "meta", None)
     if meta is not None and meta.layout != "gqa":
-        raise GPTError(f"--speculative needs the gqa layout; {decoder.path} has the {meta.layout} layout: export "
+        raise GPTError(f"speculative needs the gqa layout; {decoder.path} has the {meta.layout} layout: export "
                        "one with `python -m export.onnx --ckpt CKPT` (gqa is the default)")
     if meta is None or not hasattr(decoder, "run"):
-        raise GPTError("--speculative needs --backend onnxruntime (torch and onnxruntime-genai decode one "
+        raise GPTError("speculative needs the onnxruntime backend (torch and onnxruntime-genai decode one "
                        "token per run here)")
     check_draft_tokens(draft_tokens, decoder.block_size, name)
     return decoder
@@ -40,7 +40,7 @@ def open_drafter(spec: str, model: Verifier, threads: int | None = None, ngram_t
                                        *train_split(ngram_text, data_dir, model.path), say=say))
     path = Path(spec)
     if path.suffix != ".onnx" or not path.exists():
-        raise GPTError(f"--speculative takes `ngram` or a draft model's .onnx file; {spec} is neither"
+        raise GPTError(f"speculative takes `ngram` or a draft model's .onnx file; {spec} is neither"
                        + (" (no such file)" if path.suffix == ".onnx" else ""))
     from gpt.decode.backends.ort_decoder import open_onnx
     from gpt.decode.speculative.draft_model import ModelDrafter
