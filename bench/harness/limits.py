@@ -56,3 +56,9 @@ def forward_flops(n_layer: int, n_embd: int, vocab_size: int, tokens: int, seq_l
 def train_flops(n_layer: int, n_embd: int, vocab_size: int, tokens: int, seq_len: int) -> float:
     """Forward + backward = 3 x forward."""
     return 3 * forward_flops(n_layer, n_embd, vocab_size, tokens, seq_len)
+
+
+def decode_step_flops(n_layer: int, n_embd: int, vocab_size: int, context: float) -> float:
+    """FLOPs of one decode step (one token) attending over `context` positions: 2·N for the matmuls + q·kᵀ and
+    p·v over the whole context (2·2·context·C per layer, no causal halving: every cached key is read)."""
+    return 2 * matmul_params(n_layer, n_embd, vocab_size) + 4 * n_layer * context * n_embd

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from bench.harness.plan import BACKEND_LABELS, DECODE_BACKENDS, DEFAULT_PRESETS
 from bench.harness.results_files import ResultFile, ResultsError
-from bench.reports import bench_run, cluster, serving, speculative, training
+from bench.reports import bench_run, cluster, serving, speculative, step_cost, training
 from bench.reports.markdown import cell, fmt
 from bench.reports.runs import Results
 
@@ -94,6 +94,16 @@ def speculative_tables(files: dict[str, ResultFile], link: Link, name: str, targ
     """bench.speculative's tables; `targets` (cpu, shakespeare) adds issue 32's targets against the figures."""
     f = need(files, name)
     return speculative.tables(f.data, targets).strip() + "\n\n" + source(f, link)
+
+
+def step_cost_table(files: dict[str, ResultFile], link: Link, name: str) -> str:
+    """bench.step_cost: a decode step itemised, a column per model shape. Until a quiet machine has measured one,
+    the line that says so and how (a page may ask for the table before its figures exist; none is made up)."""
+    if name not in files:
+        return (f"*No result yet: `bench/results/{name}.json` is written on a quiet machine by `python -m "
+                f"bench.step_cost --preset cpu shakespeare --out bench/results/{name}`.*")
+    f = files[name]
+    return step_cost.tables(f.data).strip() + "\n\n" + source(f, link)
 
 
 def recipes(files: dict[str, ResultFile], link: Link, name: str) -> str:
@@ -214,7 +224,7 @@ def headline(files: dict[str, ResultFile], link: Link) -> str:
 TABLES: dict[str, Callable[..., str]] = {
     "figures": figures, "decode": decode, "report": bench_report, "serving": serving_table, "cluster": cluster_table,
     "recipes": recipes, "budget_load": budget_load, "attention": attention, "headline": headline,
-    "speculative": speculative_tables,
+    "speculative": speculative_tables, "step_cost": step_cost_table,
 }
 
 
