@@ -97,12 +97,8 @@ def speculative_tables(files: dict[str, ResultFile], link: Link, name: str, targ
 
 
 def step_cost_table(files: dict[str, ResultFile], link: Link, name: str) -> str:
-    """bench.step_cost: a decode step itemised, a column per model shape. Until a quiet machine has measured one,
-    the line that says so and how (a page may ask for the table before its figures exist; none is made up)."""
-    if name not in files:
-        return (f"*No result yet: `bench/results/{name}.json` is written on a quiet machine by `python -m "
-                f"bench.step_cost --preset cpu shakespeare --out bench/results/{name}`.*")
-    f = files[name]
+    """bench.step_cost: a decode step itemised, a column per model shape."""
+    f = need(files, name)
     return step_cost.tables(f.data).strip() + "\n\n" + source(f, link)
 
 
