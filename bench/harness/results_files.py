@@ -55,7 +55,7 @@ def read(path: Path, root: Path = RESULTS) -> ResultFile:
     missing = [k for k in PROVENANCE if not isinstance(data.get(k), str) or not data[k].strip()]
     if missing:
         raise ResultsError(f"{path} has no {' / '.join(missing)}: every result file names the machine it ran on, "
-                           "the date (YYYY-MM-DD) and the command that wrote it (bench.results_files.stamp)")
+                           "the date (YYYY-MM-DD) and the command that wrote it (bench.harness.results_files.stamp)")
     if not DATE.match(data["date"]):
         raise ResultsError(f"{path}: date must be YYYY-MM-DD, got {data['date']!r}")
     return ResultFile(name, path, data["machine"], data["date"], data["command"], data)

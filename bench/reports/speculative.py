@@ -42,7 +42,7 @@ def measured(report: dict, where: tuple) -> float:
 
 def tables(report: dict, targets: str = "") -> str:
     """The report's rows as one Markdown table per section, then the targets of `targets` (a key of TARGETS)
-    against what was measured (the docs page shows these, bench/tables.py)."""
+    against what was measured (the docs page shows these, bench/reports/tables.py)."""
     lines = [f"{report['model']} ({report['n_layer']} layers × {report['n_embd']}, block {report['block_size']}), "
              f"{report['threads']} onnxruntime thread(s), medians of {report['rounds']} rounds, configurations "
              "interleaved; every speculative text checked equal to plain decoding's.", ""]
