@@ -39,7 +39,7 @@ def check_port(port: int) -> None:
         raise GPTError(f"--port must be in [0, 65535], got {port}")
 
 
-def make_server(site: Path, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> ThreadingHTTPServer:
+def make_server(site: Path, host: str = "127.0.0.1", port: int = 8080, quiet: bool = False) -> ThreadingHTTPServer:
     """A server for `site` (port 0: any free port; the bound one is `server.server_address[1]`)."""
     if not (Path(site) / "index.html").is_file():
         raise GPTError(f"{site} has no index.html; build it with `python -m export.web --onnx out/model.onnx "

@@ -1,7 +1,7 @@
 """Write a static site that samples an exported model in the browser: `python -m export.web --onnx out/model.onnx`.
 
     python -m export.web --onnx out/model.onnx [--out site]     # write the site
-    python -m export.web --onnx out/model.onnx --serve          # write it, then serve it on 127.0.0.1:8000
+    python -m export.web --onnx out/model.onnx --serve          # write it, then serve it on 127.0.0.1:8080
     python -m export.web --out site --serve --no-build          # serve a site written before, as it is
 
 Any static host serves the site too (the docs' web page says which headers it should send).
@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("site"), help="directory to write (default: site)")
     p.add_argument("--serve", action="store_true", help="then serve it on 127.0.0.1 with the COOP/COEP headers "
                    "multi-threaded wasm needs, until Ctrl-C")
-    p.add_argument("--port", type=int, default=8000, help="port for --serve (default: 8000; 0: any free one)")
+    p.add_argument("--port", type=int, default=8080,
+                   help="port for --serve (default: 8080, beside gpt.serve's 8000; 0: any free one)")
     p.add_argument("--no-build", action="store_true", help="with --serve: serve --out as it is, without writing it")
     return p
 
