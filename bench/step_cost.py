@@ -2,7 +2,8 @@
 bandwidth and compute limits.
 
     python -m bench.step_cost --onnx FILE [FILE ...] [--threads 1] [--rounds 5] [--out bench/results/NAME]
-    python -m bench.step_cost --preset cpu shakespeare ...    (random-initialised files of each preset's shape)
+    python -m bench.step_cost --preset cpu shakespeare [--kind fp32 int8]    (random-initialised files of each
+                                                                            preset's shape: the gqa export, its int8)
 
 The work is bench.step's at batch 1: a 1-token prompt, then one step per context 2 .. block_size - 1, each step
 SlotRunner.decode + gpt.decode.sampler.sample_tokens at temperature 0.8 (no top-k, no top-p). Four loops run
@@ -35,6 +36,7 @@ call less the unprofiled one), the bookkeeping taken off each node and the trace
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import sys
 import tempfile
@@ -181,12 +183,31 @@ def model_files(args, folder: Path) -> list[tuple[str, Path]]:
     if args.preset:
         from bench.harness.models import Artifacts
 
-        return [(f"{p} (random weights)", Artifacts(p, folder / p).onnx["fp32"]) for p in args.preset]
+        files = []
+        for preset in args.preset:
+            built = Artifacts(preset, folder / preset)
+            files += [(f"{preset} {kind} (random weights)", genai_ready(built, kind)) for kind in args.kind]
+        return files
     for path in args.onnx:
         why = f"{path} does not exist" if not path.is_file() else genai_missing(path)
         if why:
             raise GPTError(f"bench.step_cost times onnxruntime-genai beside the engine: {why}")
     return [(str(p), p) for p in args.onnx]
+
+
+def genai_ready(built, kind: str) -> Path:
+    """The preset's `kind` file in a folder of its own with its genai_config.json: the config names one file, and
+    the fp32 file's folder already has the fp32 file's."""
+    if kind == "fp32":
+        return built.onnx["fp32"]
+    from export.genai import write_genai_config
+
+    folder = built.dir / kind
+    folder.mkdir(exist_ok=True)
+    path = folder / "model.onnx"
+    shutil.copyfile(built.onnx[kind], path)
+    write_genai_config(path, built.config)
+    return path
 
 
 def parser() -> ArgumentParser:
@@ -196,6 +217,9 @@ def parser() -> ArgumentParser:
                        help="gqa files with genai_config.json beside them (python -m export.onnx --genai)")
     which.add_argument("--preset", nargs="+", metavar="NAME",
                        help="presets whose shape to build random-initialised files of (needs torch), e.g. cpu")
+    p.add_argument("--kind", nargs="+", choices=("fp32", "int8", "int4"), default=["fp32"],
+                   help="with --preset: which of each preset's files, the gqa export or its quantizations "
+                        "(default fp32)")
     add_options(p, threads="intra-op threads of every session and of the MatMul rate (default 1)",
                 threads_default=1, out="write NAME.json and NAME.md (e.g. bench/results/DATE-MACHINE-step-cost)")
     p.add_argument("--rounds", type=at_least(1), default=5, metavar="N",
