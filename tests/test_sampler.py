@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpt.decode.loop import generate
-from gpt.decode.sampler import Sampler, SamplingParams, filter_logits, softmax
+from gpt.decode.sampler import Sampler, SamplingParams, filter_logits, sample_tokens, softmax
 from gpt.errors import GPTError
 
 
@@ -113,3 +113,21 @@ def test_loop_refuses_bad_counts_naming_its_parameters():
 
 def test_softmax_sums_to_one():
     np.testing.assert_allclose(softmax(np.array([[1.0, 2.0, -np.inf]])).sum(), 1.0)
+
+
+def test_a_single_row_draws_the_same_token_as_in_a_batch():
+    """Batch 1 takes its own path (`_sample_plain_row`, no batch axis): the same float64 operations, so the same
+    token as that row in a batch, for any logits, temperature and draw, a draw on a step of the CDF included."""
+    rng = np.random.default_rng(3)
+    off_k, off_p = np.zeros(2, dtype=np.int64), np.ones(2)
+    for i in range(5000):
+        row = (rng.standard_normal(65) * rng.choice([0.1, 1.0, 5.0, 30.0])).astype(np.float32 if i % 2 else np.float64)
+        t = rng.choice([1e-3, 0.5, 0.8, 1.0, 10.0])
+        x = np.exp((row.astype(np.float64) - row.max()) / t)
+        x /= x.sum()
+        cdf = np.add.accumulate(x)
+        u = cdf[rng.integers(65)] / cdf[-1] if i % 3 == 0 else rng.random()
+        u = min(u, np.nextafter(1.0, 0.0))
+        alone = sample_tokens(row[None], np.array([t]), off_k[:1], off_p[:1], np.array([u]))
+        batch = sample_tokens(np.stack([row, row]), np.array([t, t]), off_k, off_p, np.array([u, u]))
+        assert alone.tolist() == batch[:1].tolist(), (i, t, u)
