@@ -33,7 +33,7 @@ from gpt.decode.sampler import Sampler, SamplingParams
 from gpt.decode.speculative.drafters import check_speculative, open_drafter
 from gpt.decode.speculative.loop import DEFAULT_DRAFT_TOKENS, Drafter, SpeculativeStats, generate_speculative
 from gpt.engine import Engine, GenerationParams
-from gpt.errors import ArgumentParser, GPTError, run_cli
+from gpt.errors import ArgumentParser, GPTError, flag_names, run_cli
 from gpt.tokenizer import CharTokenizer
 
 TEMPERATURES = (0.0, 0.8)
@@ -193,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.rounds < 1 or args.tokens < 1:
         raise GPTError("--rounds and --tokens must be >= 1")
-    model = check_speculative(open_onnx(args.onnx, threads=args.threads), args.draft_tokens, "--draft-tokens")
+    with flag_names("draft_tokens"):
+        model = check_speculative(open_onnx(args.onnx, threads=args.threads), args.draft_tokens)
     tok = CharTokenizer(model.vocab)
     texts = val_prompts(args.data, model.vocab, min(64, model.block_size // 2), max(args.prompts, 1))
     prompts = [tok.encode(t) for t in texts]

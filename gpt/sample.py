@@ -58,10 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with flag_names("temperature", "top_k", "top_p"):
+    with flag_names("temperature", "top_k", "top_p", "max_new_tokens", "num_samples"):  # before the model loads
         params = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
-    check_max_new_tokens(args.max_new_tokens, "--max-new-tokens")  # before the model loads
-    check_num_samples(args.num_samples, "--num-samples", "--seed")
+        check_max_new_tokens(args.max_new_tokens)
+        check_num_samples(args.num_samples)
     if args.speculative and args.backend != "onnxruntime":
         raise GPTError(f"--speculative needs --backend onnxruntime, not {args.backend}")
     if args.speculative and args.num_samples != 1:
@@ -102,8 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def sample_speculative(args: argparse.Namespace, params: SamplingParams, decoder, tokenizer: CharTokenizer,
                        prompt_ids: list[int]) -> int:
-    with flag_names("speculative"):
-        model = check_speculative(decoder, args.draft_tokens, "--draft-tokens")
+    with flag_names("speculative", "draft_tokens"):
+        model = check_speculative(decoder, args.draft_tokens)
         drafter = open_drafter(args.speculative, model, args.threads, args.ngram_text, args.data_dir,
                                say=lambda line: print(line, file=sys.stderr))
     stats = SpeculativeStats()

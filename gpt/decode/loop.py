@@ -54,18 +54,18 @@ def prepare_prompt(tokenizer: CharTokenizer, prompt: str, block_size: int) -> li
     return ids
 
 
-# The request's lengths and prompt, each checked in one place. `name` is the caller's word for the value: the
-# parameter's name from Python (the default), the flag's from a CLI, which checks before its model loads.
+# The request's lengths and prompt, each checked in one place, named as Python spells them; a CLI checks them
+# before its model loads and says its flags (`gpt.errors.flag_names`).
 
-def check_max_new_tokens(n: int, name: str = "max_new_tokens") -> None:
+def check_max_new_tokens(n: int) -> None:
     if not 0 <= n <= MAX_NEW_TOKENS:
-        raise GPTError(f"{name} must be in [0, {MAX_NEW_TOKENS:,}], got {n}")
+        raise GPTError(f"max_new_tokens must be in [0, {MAX_NEW_TOKENS:,}], got {n}")
 
 
-def check_num_samples(n: int, name: str = "num_samples", seed: str = "seed") -> None:
-    """At most one batch (`seed`: the caller's word for the seed, which the hint names)."""
+def check_num_samples(n: int) -> None:
+    """At most one batch."""
     if not 1 <= n <= MAX_NUM_SAMPLES:
-        raise GPTError(f"{name} must be in [1, {MAX_NUM_SAMPLES}], got {n}; for more, run again with another {seed}")
+        raise GPTError(f"num_samples must be in [1, {MAX_NUM_SAMPLES}], got {n}; for more, run again with another seed")
 
 
 def check_prompt_ids(prompt_ids: Sequence[int]) -> None:

@@ -15,9 +15,8 @@ SPECULATIVE_HELP = ("draft characters and verify them in one run of the model (g
                     "vocabulary and block size (e.g. out-cpu/model.onnx)")
 
 
-def check_speculative(decoder, draft_tokens: int, name: str = "draft_tokens") -> Verifier:
-    """`decoder` can verify drafts (a gqa onnxruntime decoder), and `draft_tokens` fits its block size (`name`:
-    the caller's word for it, `--draft-tokens` from a CLI)."""
+def check_speculative(decoder, draft_tokens: int) -> Verifier:
+    """`decoder` can verify drafts (a gqa onnxruntime decoder), and `draft_tokens` fits its block size."""
     meta = getattr(decoder, "meta", None)
     if meta is not None and meta.layout != "gqa":
         raise GPTError(f"speculative needs the gqa layout; {decoder.path} has the {meta.layout} layout: export "
@@ -25,7 +24,7 @@ def check_speculative(decoder, draft_tokens: int, name: str = "draft_tokens") ->
     if meta is None or not hasattr(decoder, "run"):
         raise GPTError("speculative needs the onnxruntime backend (torch and onnxruntime-genai decode one "
                        "token per run here)")
-    check_draft_tokens(draft_tokens, decoder.block_size, name)
+    check_draft_tokens(draft_tokens, decoder.block_size)
     return decoder
 
 

@@ -203,11 +203,11 @@ def keep(token: int, drafted: bool, out: list[int], history: list[int],
         on_token(token, drafted)
 
 
-def check_draft_tokens(k: int, block_size: int, name: str = "draft_tokens", off: bool = False) -> None:
+def check_draft_tokens(k: int, block_size: int, off: bool = False) -> None:
     """The one validator of a draft length: 1 .. restart_length(block_size) (a window restarts there, so a longer
-    draft could never fit); with `off`, 0 too (a request that turns speculation off). `name` is the caller's word
-    for it: `--draft-tokens` from a CLI, the field's name from Python or a request."""
+    draft could never fit); with `off`, 0 too (a request that turns speculation off). A CLI says its flag
+    (`gpt.errors.flag_names`)."""
     low, high = (0 if off else 1), restart_length(block_size)
     if not low <= k <= high:
         zero = ", 0 = off" if off else ""
-        raise GPTError(f"{name} must be in [{low}, {high}] (block_size {block_size} / 2{zero}), got {k}")
+        raise GPTError(f"draft_tokens must be in [{low}, {high}] (block_size {block_size} / 2{zero}), got {k}")
