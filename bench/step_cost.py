@@ -232,6 +232,8 @@ def parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    if args.onnx and args.kind != ["fp32"]:
+        raise GPTError("--kind picks among a preset's files: use it with --preset (--onnx times the files given)")
     models = []
     with tempfile.TemporaryDirectory(prefix="step-cost-") as tmp:
         files = model_files(args, Path(tmp))

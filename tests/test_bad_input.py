@@ -327,6 +327,15 @@ CASES = [
          expect="argument --only: invalid choice: 'sgd'"),
     case("recipes of zero iterations each", "bench.recipes", "--out", "{fresh}.md", "--iters", "0",
          expect="--iters must be a positive iteration count, got 0"),
+    # ---- bench.step_cost (a decode step itemised)
+    case("step cost of a file that does not exist", "bench.step_cost", "--onnx", "{nowhere}.onnx",
+         expect="bench.step_cost times onnxruntime-genai beside the engine: {nowhere}.onnx does not exist"),
+    case("step cost of zero rounds", "bench.step_cost", "--preset", "cpu", "--rounds", "0",
+         expect="argument --rounds: must be >= 1, got 0"),
+    case("step cost of an unknown preset", "bench.step_cost", "--preset", "huge",
+         expect="unknown preset 'huge'; choose one of: cpu, shakespeare, large"),
+    case("step cost of a quantized kind of a given file", "bench.step_cost", "--onnx", "{nowhere}.onnx", "--kind",
+         "int8", expect="--kind picks among a preset's files: use it with --preset"),
 ]
 
 
