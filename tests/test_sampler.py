@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpt.decode.loop import generate
-from gpt.decode.sampler import Sampler, SamplingParams, filter_logits, sample_tokens, softmax
+from gpt.decode.sampler import Sampler, SamplingParams, Uniforms, filter_logits, sample_tokens, softmax
 from gpt.errors import GPTError
 
 
@@ -131,3 +131,28 @@ def test_a_single_row_draws_the_same_token_as_in_a_batch():
         alone = sample_tokens(row[None], np.array([t]), off_k[:1], off_p[:1], np.array([u]))
         batch = sample_tokens(np.stack([row, row]), np.array([t, t]), off_k, off_p, np.array([u, u]))
         assert alone.tolist() == batch[:1].tolist(), (i, t, u)
+
+
+def test_draws_are_the_generators_own_in_order_whatever_the_peeks():
+    """`Uniforms` draws a block ahead; what it hands out is what one `rng.random()` per token gives, in order,
+    across block ends, whatever a drafter peeked beyond what was taken."""
+    u = Uniforms(np.random.default_rng(7), greedy=False)
+    reference = np.random.default_rng(7)
+    spent = []
+    for n in [1, 5, 0, 17, Uniforms.BLOCK - 10, 3, Uniforms.BLOCK, 9]:
+        ahead = u.peek(n + 4).copy()
+        u.take(n)
+        spent.extend(ahead[:n])
+    assert spent == [reference.random() for _ in spent]
+    assert Uniforms(np.random.default_rng(7), greedy=True).peek(3).tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_batch_spends_one_draw_per_row_per_step_in_row_order(batch):
+    """`Sampler` gives row b of each step the step's b-th draw, as `rng.random(batch)` per step would."""
+    logits = np.random.default_rng(0).standard_normal((40, batch, 65)).astype(np.float32)
+    params = SamplingParams(temperature=0.9, seed=11)
+    sampler, rng = Sampler(params), np.random.default_rng(11)
+    t, k, p = np.full(batch, 0.9), np.zeros(batch, dtype=np.int64), np.ones(batch)
+    for step in logits:
+        assert sampler(step).tolist() == sample_tokens(step, t, k, p, rng.random(batch)).tolist()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpt.decode.speculative.loop import Pacer, Uniforms
+from gpt.decode.sampler import Uniforms
+from gpt.decode.speculative.loop import Pacer
 from gpt.engine.request import GenerationParams, Request
 from gpt.engine.scheduler import Batch, Chunk, QueueFull, Scheduler, Slot
 

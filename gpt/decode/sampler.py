@@ -116,28 +116,62 @@ def _plain_row(temperature: float, top_k, top_p) -> bool:
 def _sample_plain_row(logits: np.ndarray, temperature: float, uniform) -> np.ndarray:
     """`_sample_plain` for batch 1 (every decode step of one text): the same float64 operations on the one row
     (a row's max, sum and running sum are the same numbers with or without the batch axis), without the
-    broadcasting that costs more than the arithmetic on 65 numbers."""
-    x = np.asarray(logits).reshape(-1).astype(np.float64)
-    x -= x.max()
+    broadcasting that costs more than the arithmetic on 65 numbers. The count of the running sum's entries
+    <= u * total is `searchsorted(..., side="right")` on it (a running sum of non-negative numbers never
+    decreases): one call instead of a comparison and a sum."""
+    row = np.asarray(logits).reshape(-1)
+    x = np.subtract(row, row.max(), dtype=np.float64)  # = row.astype(float64) - its max: the max is exact in both
     x /= temperature
     np.exp(x, out=x)
     x /= x.sum()
     cdf = np.add.accumulate(x)
-    sampled = int((cdf <= float(np.asarray(uniform).flat[0]) * cdf[-1]).sum())
+    sampled = int(cdf.searchsorted(float(np.asarray(uniform).flat[0]) * cdf[-1], side="right"))
     return np.array([min(sampled, cdf.shape[0] - 1)])
 
 
+class Uniforms:
+    """A text's random draws in [0, 1), one per sampled token in order (none for greedy): what `Sampler`, the
+    engine and speculative decoding spend. Drawn from the generator a block at a time (`rng.random(n)` gives
+    the very numbers n calls of `rng.random()` would; a draw a token costs 2-6 µs, a fifth of a sampled
+    character's Python); a drafter may `peek` ahead, and only what is `take`n is spent."""
+
+    BLOCK = 256
+
+    def __init__(self, rng: np.random.Generator, greedy: bool):
+        self.rng, self.greedy = rng, greedy
+        self.buffer, self.at = np.zeros(0), 0
+
+    def peek(self, n: int) -> np.ndarray:
+        if self.greedy:
+            return np.zeros(n)
+        if self.at + n > len(self.buffer):
+            self.buffer = np.concatenate([self.buffer[self.at:], self.rng.random(max(n, self.BLOCK))])
+            self.at = 0
+        return self.buffer[self.at:self.at + n]
+
+    def take(self, n: int) -> None:
+        if not self.greedy:
+            self.peek(n)
+            self.at += n
+
+
 class Sampler:
-    """A batch with one setting and one seeded numpy Generator; temperature 0 is argmax (and draws nothing)."""
+    """A batch with one setting and one seeded numpy Generator; temperature 0 is argmax (and draws nothing).
+    Row b of a step spends the step's b-th draw, as `Generator.random(B)` would give them."""
 
     def __init__(self, params: SamplingParams):
         self.params = params
-        self.rng = np.random.default_rng(params.seed)
+        self.uniforms = Uniforms(np.random.default_rng(params.seed), params.temperature == 0)
+        self._rows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # B -> the settings per row
 
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         p = self.params
         if p.temperature == 0:
             return np.argmax(logits, axis=-1)
         B = logits.shape[0]
-        return sample_tokens(logits, np.full(B, p.temperature), np.full(B, p.top_k), np.full(B, p.top_p),
-                             self.rng.random(B))
+        rows = self._rows.get(B)
+        if rows is None:
+            rows = self._rows[B] = (np.full(B, p.temperature), np.full(B, p.top_k), np.full(B, p.top_p))
+        uniform = self.uniforms.peek(B)
+        self.uniforms.take(B)
+        return sample_tokens(logits, *rows, uniform)

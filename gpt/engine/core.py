@@ -33,12 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from gpt.decode.loop import encode_prompt, slide
-from gpt.decode.sampler import sample_tokens
+from gpt.decode.sampler import Uniforms, sample_tokens
 from gpt.decode.speculative.loop import (
     DEFAULT_DRAFT_TOKENS,
     Drafter,
     Pacer,
-    Uniforms,
     accept_drafts,
     check_draft_tokens,
 )

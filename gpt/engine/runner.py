@@ -63,7 +63,9 @@ class SlotRunner:
         self.step_ids = np.zeros((slots, 1), dtype=np.int64)
         self.step_logits = np.zeros((slots, 1, len(m.vocab)), dtype=np.float32)
         self.positions = np.arange(m.block_size + 1, dtype=np.int64)
-        self.mask = np.zeros(slots * m.block_size, dtype=np.int64)  # a decode step's attention_mask
+        self.mask = np.zeros(slots * m.block_size, dtype=np.int64)  # a decode step's attention_mask, rows > 1
+        self.ones = np.ones(m.block_size, dtype=np.int64)  # a batch-1 step's: never written
+        self._masks: dict[tuple[int, int], tuple[np.ndarray, ort.OrtValue]] = {}
         self._decode: dict[int, _DecodeBinding] = {}
 
     def _bind_cache(self, io: ort.IOBinding, rows: slice) -> list[np.ndarray]:
@@ -108,12 +110,23 @@ class SlotRunner:
             io.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(self.step_ids[:rows]))
             io.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.step_logits[:rows]))
             binding = self._decode[rows] = _DecodeBinding(io, self._bind_cache(io, slice(0, rows)))
-        total = int(lengths.max()) + 1
+        total = int(lengths[0] if rows == 1 else lengths.max()) + 1
         if total > self.block_size:
             raise GPTError(f"a decode step at position {total - 1} exceeds block_size {self.block_size}")
         self.step_ids[:rows, 0] = tokens
-        mask = self.mask[:rows * total].reshape(rows, total)  # written in place: no allocation per step
-        np.less_equal(self.positions[:total], lengths[:, None], out=mask)
-        binding.io.bind_cpu_input("attention_mask", mask)
+        mask, value = self._mask(rows, total)
+        if rows > 1:
+            np.less_equal(self.positions[:total], lengths[:, None], out=mask)
+        binding.io.bind_ortvalue_input("attention_mask", value)
         self._run(binding.io)
         return self.step_logits[:rows, 0]
+
+    def _mask(self, rows: int, total: int) -> tuple[np.ndarray, ort.OrtValue]:
+        """A step's attention_mask [rows, total] and its OrtValue, made once per shape over our own buffer (a
+        step writes the array in place; binding the OrtValue costs half of binding an array, which onnxruntime
+        wraps anew each time). At batch 1 the mask is all ones: a view of `ones`, never written."""
+        found = self._masks.get((rows, total))
+        if found is None:
+            array = self.ones[:total].reshape(1, total) if rows == 1 else self.mask[:rows * total].reshape(rows, total)
+            found = self._masks[(rows, total)] = (array, ort.OrtValue.ortvalue_from_numpy(array))
+        return found

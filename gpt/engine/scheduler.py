@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from gpt.decode.sampler import SamplingParams
-from gpt.decode.speculative.loop import Pacer, Uniforms
+from gpt.decode.sampler import SamplingParams, Uniforms
+from gpt.decode.speculative.loop import Pacer
 from gpt.engine.request import Request, StopText
 from gpt.errors import GPTError
 

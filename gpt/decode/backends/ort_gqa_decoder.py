@@ -4,8 +4,8 @@ Per batch size, once: one [B, H, block_size, D] OrtValue per layer and key/value
 past input and its present output, so GroupQueryAttention writes each step's keys/values into it in place;
 the token ids and the step's logits are numpy arrays wrapped (not copied) as OrtValues and bound once. Per
 step only the token ids are written into their array and `attention_mask` (a view of a ones buffer, whose
-length tells the op the sequence length) is re-bound: nothing is allocated or copied that grows with the
-context, and every decode step has the same input shapes.
+length tells the op the sequence length; one OrtValue per length, made once) is re-bound: nothing is
+allocated or copied that grows with the context, and every decode step has the same input shapes.
 """
 
 from __future__ import annotations
@@ -48,11 +48,16 @@ class OrtGQADecoder:
         self.step_ids = np.zeros((batch, 1), dtype=np.int64)
         self.step_ids_value = ort.OrtValue.ortvalue_from_numpy(self.step_ids)
         self.ones = np.ones(batch * m.block_size, dtype=np.int64)
+        self.masks: dict[int, ort.OrtValue] = {}  # attention_mask [batch, length] per length: views of `ones`
         self.batch, self.length, self.stepping = batch, 0, False
         self.runs: dict[int, tuple] = {}  # run()'s buffers per length: (ids, logits, their OrtValues)
 
     def _run(self, total: int) -> None:
-        self.io.bind_cpu_input("attention_mask", self.ones[:self.batch * total].reshape(self.batch, total))
+        mask = self.masks.get(total)
+        if mask is None:  # made once per length: binding an OrtValue costs half of binding an array
+            mask = self.masks[total] = ort.OrtValue.ortvalue_from_numpy(
+                self.ones[:self.batch * total].reshape(self.batch, total))
+        self.io.bind_ortvalue_input("attention_mask", mask)
         try:
             self.session.run_with_iobinding(self.io)
         except Exception as e:

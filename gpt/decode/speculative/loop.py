@@ -31,7 +31,7 @@ from typing import Protocol
 import numpy as np
 
 from gpt.decode.loop import check_max_new_tokens, check_prompt_ids, restart_length, slide
-from gpt.decode.sampler import SamplingParams, sample_tokens
+from gpt.decode.sampler import SamplingParams, Uniforms, sample_tokens
 from gpt.errors import GPTError
 
 DEFAULT_DRAFT_TOKENS = 4  # measured: docs/speculative.md; the drafter may stop earlier
@@ -113,26 +113,6 @@ class Pacer:
         per_char = seconds / kept
         old = self.cost.get(drafted)
         self.cost[drafted] = per_char if old is None else old + self.WEIGHT * (per_char - old)
-
-
-class Uniforms:
-    """The request's draws in [0, 1), one per token in order (none for greedy), as `gpt.decode.sampler.Sampler` and
-    the engine spend them: drafters may peek ahead; only what is kept is taken."""
-
-    def __init__(self, rng: np.random.Generator, greedy: bool):
-        self.rng, self.greedy, self.ahead = rng, greedy, np.zeros(0)
-
-    def peek(self, n: int) -> np.ndarray:
-        if self.greedy:
-            return np.zeros(n)
-        if len(self.ahead) < n:
-            self.ahead = np.concatenate([self.ahead, self.rng.random(n - len(self.ahead))])
-        return self.ahead[:n]
-
-    def take(self, n: int) -> None:
-        if not self.greedy:
-            self.peek(n)
-            self.ahead = self.ahead[n:]
 
 
 def model_tokens(rows: np.ndarray, params: SamplingParams, uniforms: np.ndarray) -> np.ndarray:
