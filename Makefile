@@ -116,7 +116,7 @@ $(OUT)/web.onnx: $(wildcard $(OUT)/model.safetensors)
 
 # `make docs`: the documentation site in docs-build/ (`mkdocs build --strict`: a broken link, anchor or result file
 # fails it, and so does a generated block that `make generated` would write differently), and
-# docs/walkthrough.ipynb is executed again (it trains a tiny model if out/ has none).
+# docs/walkthrough.ipynb is executed again (on out/'s model, or a tiny one it trains if out/ has none).
 # `make docs-serve` previews it on 127.0.0.1:8001, rebuilding on every save (the notebook only when it changes).
 DOCS_ENV := NO_MKDOCS_2_WARNING=1 PYDEVD_DISABLE_FILE_VALIDATION=1
 docs: data
@@ -131,6 +131,11 @@ docs-serve: data
 # whole on GitHub; tests/test_docs.py and the docs build fail on a stale one.
 generated: install
 	$(PY) -m docsgen.generated
+
+# `make walkthrough`: execute docs/walkthrough.ipynb in place on its tiny model (about a minute; the model is kept
+# in .cache/), so GitHub shows its outputs; tests/test_docs.py checks they were made from its cells as they are.
+walkthrough: data
+	$(PY) -m docsgen.walkthrough
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT
 
 from bench.harness.results_files import ResultsError, read, read_all, stamp
-from docsgen import cli, generated
+from docsgen import cli, generated, walkthrough
 
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.M | re.S)
@@ -54,6 +54,17 @@ def test_every_relative_link_and_image_leads_to_a_file_of_the_repository():
             if not resolved.is_relative_to(ROOT) or not resolved.exists():
                 broken.append(f"{page.relative_to(ROOT)}: {target}")
     assert broken == []
+
+
+def test_the_walkthrough_is_committed_with_the_outputs_of_its_cells_as_they_are():
+    notebook = json.loads(walkthrough.NOTEBOOK.read_text())
+    code = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+    assert [c["execution_count"] for c in code] == list(range(1, len(code) + 1)), "run `make walkthrough`"
+    assert notebook["metadata"].get(walkthrough.DIGEST_KEY) == walkthrough.digest(notebook), "run `make walkthrough`"
+    assert not [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
+    assert sum(o["output_type"] == "display_data" for c in code for o in c["outputs"]) >= 4  # the figures
+    wide = [line for c in code for line in "".join(c["source"]).splitlines() if len(line) > 79]
+    assert wide == [], "the code must fit the page's column (79 characters)"
 
 
 def test_every_result_file_names_its_machine_date_and_command():
