@@ -3,8 +3,8 @@
 - Every generated block (docsgen/generated.py) must be what `make generated` writes now: a stale one stops
   the build, naming the page and the block.
 - An `api OBJECT` block becomes mkdocstrings' `::: OBJECT`, so the site renders the docstring properly.
-- The files the pages link to outside docs/ (bench/results/*.json and *.png, web/screenshot.png) are
-  published under results/ and assets/, and the links are pointed at those copies.
+- The files the pages link to outside docs/ (bench/results/*.json and *.png, web/*.png) are published
+  under results/ and assets/, and the links are pointed at those copies.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from gpt.errors import GPTError
 
 ROOT = Path(__file__).resolve().parents[1]
 # the site's folder -> the repository's folder and the files of it the site publishes
-PUBLISHED = {"results": (RESULTS, ("*.json", "*.png")), "assets": (ROOT / "web", ("screenshot.png",))}
+PUBLISHED = {"results": (RESULTS, ("**/*.json", "**/*.png")), "assets": (ROOT / "web", ("*.png",))}
 LINK = re.compile(r"\]\(([^)\s#]+)")
 
 
 def on_files(files: Files, config) -> Files:
     for prefix, (folder, patterns) in PUBLISHED.items():
         for pattern in patterns:
-            for path in sorted(folder.rglob(pattern)):
+            for path in sorted(folder.glob(pattern)):
                 uri = f"{prefix}/{path.relative_to(folder).as_posix()}"
                 files.append(File.generated(config, uri, abs_src_path=str(path)))
     return files

@@ -44,9 +44,12 @@ def test_a_stale_block_is_found_and_rewritten(tmp_path):
 
 
 def test_every_relative_link_and_image_leads_to_a_file_of_the_repository():
+    notebook = json.loads(walkthrough.NOTEBOOK.read_text())
+    prose = "".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown")
+    texts = [(page, page.read_text()) for page in generated.pages(ROOT)] + [(walkthrough.NOTEBOOK, prose)]
     broken = []
-    for page in generated.pages(ROOT):
-        for target in LINK.findall(FENCE.sub("", page.read_text())):
+    for page, text in texts:
+        for target in LINK.findall(FENCE.sub("", text)):
             path = target.split("#")[0]
             if re.match(r"^[a-z][a-z0-9+.-]*:", target) or not path:
                 continue
