@@ -38,7 +38,8 @@ def _char_ticks(ax, chars: list[str], axis: str = "both") -> None:
 
 
 def _heatmaps(panels: list[list[tuple[str, torch.Tensor]]], chars: list[str], path: Path) -> Path:
-    """A grid of [query, key] heatmaps, one per (title, weights); the masked upper triangle is left blank (NaN)."""
+    """A grid of [query, key] heatmaps, one per (title, weights), row by row (a short last row leaves its end
+    empty); the masked upper triangle is left blank (NaN)."""
     T = len(chars)
     rows, cols = len(panels), len(panels[0])
     cell = min(max(2.4, 0.18 * T), 5.5)  # inches per heatmap: long prompts get thinner rows, not huge files
@@ -47,6 +48,8 @@ def _heatmaps(panels: list[list[tuple[str, torch.Tensor]]], chars: list[str], pa
     above_diagonal = torch.ones(T, T, dtype=torch.bool).triu(1)
     cmap = colormaps["viridis"].with_extremes(bad="white")  # masked (future) keys: white, not a weight colour
     image = None
+    for ax in axes[-1, len(panels[-1]):]:
+        ax.set_axis_off()
     for r, row in enumerate(panels):
         for c, (title, weights) in enumerate(row):
             ax = axes[r, c]
@@ -69,9 +72,9 @@ def attention_maps(attention: torch.Tensor, chars: list[str], layers: list[int],
 
 
 def habit_heads(attention: torch.Tensor, chars: list[str], found: list[Habit], path: Path) -> Path:
-    """One heatmap per habit: the head that shows it most, from whichever layer it lives in."""
-    return _heatmaps([[(f"{h.name}: layer {h.layer}, head {h.head}", attention[h.layer, h.head]) for h in found]],
-                     chars, path)
+    """One heatmap per habit, three to a row: the head that shows it most, from whichever layer it lives in."""
+    panels = [(f"{h.name}: layer {h.layer}, head {h.head}", attention[h.layer, h.head]) for h in found]
+    return _heatmaps([panels[i:i + 3] for i in range(0, len(panels), 3)], chars, path)
 
 
 def embedding_maps(maps: list[tuple[str, Projection]], itos: list[str], path: Path) -> Path:
