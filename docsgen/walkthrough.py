@@ -2,7 +2,7 @@
 docs/walkthrough.ipynb in place so GitHub shows its outputs.
 
 `setup()` hands the notebook a trained model: `out/`'s if `make demo` wrote one, otherwise a tiny one it trains
-in about twenty seconds (one thread, fixed iterations, so the same numbers on every run of one machine) and
+in under a minute (one thread, fixed iterations, so the same numbers on every run of one machine) and
 keeps in .cache/ for the next run. The committed copy is always executed on the tiny model, and it records a
 digest of its cells' sources: tests/test_docs.py checks that the outputs were made from the cells as they are.
 """
