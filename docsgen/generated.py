@@ -45,14 +45,6 @@ class Block:
     spec: str  # "results step_cost 2026-12-07-intel-xeon-step-cost"
     body: str  # what is written between the markers now
 
-    @property
-    def kind(self) -> str:
-        return self.spec.split()[0]
-
-    @property
-    def args(self) -> list[str]:
-        return self.spec.split()[1:]
-
 
 def blocks(text: str) -> list[Block]:
     return [Block(m["spec"], m["body"]) for m in BLOCK.finditer(text)]
