@@ -9,15 +9,17 @@ digest of its cells' sources: tests/test_docs.py checks that the outputs were ma
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from gpt.errors import ArgumentParser, GPTError, run_cli
@@ -41,7 +43,7 @@ class Lesson:
     text: str  # Tiny Shakespeare, all of it
     log: list[dict]  # the training log (log.jsonl): iteration, train and val loss at each evaluation
     val_loss: float  # the final full-pass val loss
-    work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="gpt-walkthrough-")))
+    work: Path  # a folder for the figures and the export, removed when the kernel exits
 
 
 def _tiny_model() -> Path:
@@ -69,8 +71,10 @@ def setup() -> Lesson:
     ckpt = demo if (demo / "model.safetensors").is_file() and not TINY else _tiny_model()
     model, tokenizer, manifest = load_checkpoint(ckpt)
     model.eval()
+    work = Path(tempfile.mkdtemp(prefix="gpt-walkthrough-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     return Lesson(model, tokenizer, ckpt, load_shakespeare(ROOT / "data"), read_log(ckpt / LOG),
-                  float(manifest.get("val_loss", float("nan"))))
+                  float(manifest.get("val_loss", float("nan"))), work)
 
 
 def digest(notebook: dict) -> str:
