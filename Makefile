@@ -12,7 +12,7 @@ TINY_TRAIN := --n_layer 1 --n_head 2 --n_embd 32 --block_size 32 --dropout 0 --b
 	--eval_interval 30 --eval_iters 2 --warmup_iters 5 --no-compile --no-progress
 
 .PHONY: install data demo train sample onnx sample-onnx serve quality test test-base mutants bench lint web docs \
-	docs-serve readme clean
+	docs-serve generated walkthrough clean
 
 install: $(VENV)/.installed
 
@@ -115,8 +115,8 @@ $(OUT)/web.onnx: $(wildcard $(OUT)/model.safetensors)
 	$(PY) -m export.onnx --ckpt $(OUT) --attention onnx --out $@
 
 # `make docs`: the documentation site in docs-build/ (`mkdocs build --strict`: a broken link, anchor or result file
-# fails it). The CLI reference, the API pages and every results table are generated from the code and
-# bench/results/*.json as it builds, and docs/walkthrough.ipynb is executed (it trains a tiny model if out/ has none).
+# fails it, and so does a generated block that `make generated` would write differently), and
+# docs/walkthrough.ipynb is executed again (on out/'s model, or a tiny one it trains if out/ has none).
 # `make docs-serve` previews it on 127.0.0.1:8001, rebuilding on every save (the notebook only when it changes).
 DOCS_ENV := NO_MKDOCS_2_WARNING=1 PYDEVD_DISABLE_FILE_VALIDATION=1
 docs: data
@@ -126,9 +126,16 @@ docs: data
 docs-serve: data
 	$(DOCS_ENV) DOCS_CACHE=true $(PY) -m mkdocs serve --strict -a 127.0.0.1:8001
 
-# `make readme`: the README's results table, generated from bench/results/*.json (tests/test_docs.py checks it).
-readme: install
-	$(PY) -m docsgen.readme
+# `make generated`: every block between `<!-- generated: ... -->` markers in README.md and docs/ (results tables,
+# the CLI and API references, the presets), written from bench/results/*.json and the code, so a page reads
+# whole on GitHub; tests/test_docs.py and the docs build fail on a stale one.
+generated: install
+	$(PY) -m docsgen.generated
+
+# `make walkthrough`: execute docs/walkthrough.ipynb in place on its tiny model (about a minute; the model is kept
+# in .cache/), so GitHub shows its outputs; tests/test_docs.py checks they were made from its cells as they are.
+walkthrough: data
+	$(PY) -m docsgen.walkthrough
 
 clean:
 	rm -rf $(OUT) .pytest_cache

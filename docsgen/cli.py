@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import io
 import re
@@ -111,8 +112,12 @@ def _options(parser: argparse.ArgumentParser) -> Iterator[str]:
             yield f"| {_cell(names)} | {_cell(_default(a))} | {_cell(text)} |"
 
 
+WIDTH = 110  # the usage lines' width, fixed: argparse would follow the terminal, and the committed page must not
+
+
 def render_parser(parser: argparse.ArgumentParser, title: str, level: int, ident: str) -> str:
-    lines = [f"{'#' * level} `{title}` {{#{ident}}}", ""]
+    parser.formatter_class = functools.partial(parser.formatter_class, width=WIDTH)
+    lines = [f'<a id="{ident}"></a>', "", f"{'#' * level} `{title}`", ""]  # an anchor GitHub and MkDocs keep
     if parser.description:
         lines += ["```text", parser.description.strip("\n"), "```", ""]
     lines += ["```text", parser.format_usage().strip(), "```", "", *_options(parser), ""]
@@ -126,7 +131,7 @@ def render_parser(parser: argparse.ArgumentParser, title: str, level: int, ident
 def render(command: Command, level: int = 2) -> str:
     title = f"python -m {command.module}"
     if command.parser is None:
-        return f"{'#' * level} `{title}` {{#{anchor(command.module)}}}\n\n```text\n{command.said}\n```\n"
+        return f'<a id="{anchor(command.module)}"></a>\n\n{"#" * level} `{title}`\n\n```text\n{command.said}\n```\n'
     return render_parser(command.parser, title, level, anchor(command.module))
 
 

@@ -1,13 +1,10 @@
-"""MkDocs hooks (mkdocs.yml `hooks:`): what the pages show is made from the code and the result files at build
-time, never typed in.
+"""MkDocs hooks (mkdocs.yml `hooks:`): the pages are built as GitHub shows them, with three changes.
 
-    {{ results: KIND ARG }}   (alone on a line) a results table from bench/results/ARG.json (bench/reports/tables.py)
-    {{ cli: MODULE }}         the options of `python -m MODULE`, from its argparse parser (`all`: every one)
-    {{ presets: }}            the model presets, from gpt.config.PRESETS
-    {{ table: PATH }}         the first Markdown table of a file of the repository (tests/README.md's guarantees)
-
-The result files (and their .png charts) are published under results/, so each table links to
-the JSON it came from. A result file without its machine, date or command stops the build.
+- Every generated block (docsgen/generated.py) must be what `make generated` writes now: a stale one stops
+  the build, naming the page and the block.
+- An `api OBJECT` block becomes mkdocstrings' `::: OBJECT`, so the site renders the docstring properly.
+- The files the pages link to outside docs/ (bench/results/*.json and *.png, web/*.png) are published
+  under results/ and assets/, and the links are pointed at those copies.
 """
 
 from __future__ import annotations
@@ -19,58 +16,53 @@ from pathlib import Path
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 
-from bench.harness.results_files import RESULTS, ResultFile, ResultsError, read_all
-from bench.reports import tables
-from docsgen import cli, presets
+from bench.harness.results_files import RESULTS
+from docsgen import generated
+from gpt.errors import GPTError
 
 ROOT = Path(__file__).resolve().parents[1]
-PLACEHOLDER = re.compile(r"^\{\{\s*(results|cli|presets|table):\s*([^}]*?)\s*\}\}$", re.M)  # alone on a line
-PUBLISHED = {"results": (RESULTS, ("*.json", "*.png")), "assets": (ROOT / "web", ("screenshot.png",))}
-
-_files: dict[str, ResultFile] = {}
-
-
-def first_table(text: str) -> str:
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return "\n".join(lines[start:end])
-
-
-def on_pre_build(config) -> None:
-    global _files
-    try:
-        _files = read_all()
-    except ResultsError as e:
-        raise PluginError(str(e)) from None
+# the site's folder -> the repository's folder and the files of it the site publishes
+PUBLISHED = {"results": (RESULTS, ("**/*.json", "**/*.png")), "assets": (ROOT / "web", ("*.png",))}
+LINK = re.compile(r"\]\(([^)\s#]+)")
 
 
 def on_files(files: Files, config) -> Files:
     for prefix, (folder, patterns) in PUBLISHED.items():
         for pattern in patterns:
-            for path in sorted(folder.rglob(pattern)):
+            for path in sorted(folder.glob(pattern)):
                 uri = f"{prefix}/{path.relative_to(folder).as_posix()}"
                 files.append(File.generated(config, uri, abs_src_path=str(path)))
     return files
 
 
+def site_link(target: str, page_dir: str) -> str:
+    """A link of docs/`page_dir`/... to a published file outside docs/, pointed at the site's copy."""
+    if re.match(r"^[a-z][a-z0-9+.-]*:", target):
+        return target
+    in_repo = posixpath.normpath(posixpath.join("docs", page_dir, target))
+    for prefix, (folder, _) in PUBLISHED.items():
+        repo_folder = folder.relative_to(ROOT).as_posix() + "/"
+        if in_repo.startswith(repo_folder):
+            return posixpath.relpath(f"docs/{prefix}/{in_repo[len(repo_folder):]}", posixpath.join("docs", page_dir))
+    return target
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
-    here = posixpath.dirname(page.file.src_uri)
+    source = ROOT / "docs" / page.file.src_uri
 
-    def link(name: str) -> str:
-        return posixpath.relpath(f"results/{name}.json", here or ".")
-
-    def replace(m: re.Match) -> str:
-        kind, args = m.group(1), m.group(2).split()
+    def checked(m: re.Match) -> str:
+        spec = m["spec"]
         try:
-            if kind == "cli":
-                return cli.reference(None if args == ["all"] else args)
-            if kind == "presets":
-                return presets.table()
-            if kind == "table":
-                return first_table((ROOT / args[0]).read_text())
-            return tables.render(args[0], args[1:], _files, link)
-        except (ResultsError, ImportError, KeyError, IndexError, ValueError, OSError) as e:
-            raise PluginError(f"{page.file.src_uri}: {m.group(0)}: {type(e).__name__}: {e}") from None
+            expected = generated.render(spec, source)
+        except (GPTError, ImportError, KeyError, IndexError, ValueError, OSError) as e:
+            raise PluginError(f"{page.file.src_uri}: the block '{spec}': {type(e).__name__}: {e}") from None
+        if m["body"].strip() != expected:
+            raise PluginError(f"{page.file.src_uri}: the generated block '{spec}' is out of date; run "
+                              "`make generated`")
+        if spec.split()[0] == "api":
+            return f"::: {spec.split()[1]}"
+        return m.group(0)
 
-    return PLACEHOLDER.sub(replace, markdown)
+    markdown = generated.BLOCK.sub(checked, markdown)
+    here = posixpath.dirname(page.file.src_uri)
+    return LINK.sub(lambda m: "](" + site_link(m[1], here), markdown)

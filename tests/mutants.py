@@ -29,6 +29,15 @@ class Mutant:
 
 
 MUTANTS = [
+    Mutant("each habit's head is taken from the last layer", "gpt/inspect/analysis.py",
+           (("        best = int(weights.nan_to_num(-1.0).flatten().argmax())\n"
+             "        layer, head = divmod(best, habits.size(1))\n",
+             "        layer, head = habits.size(0) - 1, int(weights[-1].nan_to_num(-1.0).argmax())\n"),),
+           ("tests/test_inspect.py::test_each_habit_is_named_from_the_layer_it_lives_in",)),
+    Mutant("a generated block is never stale", "docsgen/generated.py",
+           (("    return [b.spec for b in blocks(text) if b.body.strip() != render(b.spec, page)]\n",
+             "    return []\n"),),
+           ("tests/test_docs.py::test_a_stale_block_is_found_and_rewritten",)),
     Mutant("resume forgets the torch RNG", "gpt/train/state.py",
            (('    torch.set_rng_state(state["torch"])\n', "    pass\n"),),
            ("tests/test_reliability.py::test_stop_after_then_resume_is_bit_identical",)),

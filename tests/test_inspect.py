@@ -143,6 +143,19 @@ def test_head_habits_score_each_heads_targets():
     assert short[:, 3:].isnan().all() and not short[:, :3].isnan().any()  # no word start, no newline far enough
 
 
+def test_each_habit_is_named_from_the_layer_it_lives_in():
+    habits = torch.zeros(2, 2, len(analysis.HABITS))
+    habits[0, 1, 1] = 0.8  # the previous character: layer 0 head 1
+    habits[1, 0, 1] = 0.3
+    habits[1, 0, 4] = 0.6  # the last newline: layer 1 head 0
+    habits[:, :, 3] = float("nan")  # no word start in this prompt
+    found = {h.name: (h.layer, h.head, h.weight) for h in analysis.strongest_heads(habits)}
+    assert found["previous character"] == (0, 1, pytest.approx(0.8))
+    assert found["last newline"] == (1, 0, pytest.approx(0.6)) and "start of the word" not in found
+    sentence = analysis.habit_sentence(analysis.strongest_heads(habits))
+    assert "layer 0 head 1 puts 0.80 of its weight on the previous character" in sentence
+
+
 def test_cli_writes_the_figures_the_page_and_the_numbers(tiny_ckpt, traced, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["--ckpt", str(tiny_ckpt), "--prompt", PROMPT, "--out", str(out), "--layers", "1",

@@ -1,9 +1,10 @@
-"""The results tables of the documentation and the README, made from bench/results/ at build time.
+"""The results tables of the documentation and the README, made from bench/results/ by `make generated`.
 
-A page asks for a table by name (`{{ results: NAME ARG }}`, see docsgen/hooks.py); `render` returns its
-Markdown: the figures, then the line that says where they come from (machine, date, command, file). Tables
-that mix result files give each row its own machine, date and command. Nothing here holds a number, and a
-benchmark's own table comes from its module in bench/reports/, which the benchmark's command writes with too.
+A page asks for a table by name (a `<!-- generated: results NAME ARG -->` block, see docsgen/generated.py);
+`render` returns its Markdown: the figures, then the line that says where they come from (machine, date,
+command, file). Tables that mix result files give each row its own machine, date and command. Nothing here
+holds a number, and a benchmark's own table comes from its module in bench/reports/, which the benchmark's
+command writes with too.
 """
 
 from __future__ import annotations

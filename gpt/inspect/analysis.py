@@ -93,6 +93,44 @@ def head_habits(attention: torch.Tensor, chars: list[str]) -> torch.Tensor:
 
 
 @dataclass
+class Habit:
+    """The head that shows one of HABITS most, wherever it lives."""
+
+    name: str
+    layer: int
+    head: int
+    weight: float  # its mean weight on the habit's target
+
+
+def strongest_heads(habits: torch.Tensor) -> list[Habit]:
+    """For each of HABITS ([L, H, len(HABITS)] from `head_habits`) the head with the most weight on its target;
+    a habit whose target the prompt never has is left out. Each habit is drawn from its own layer: the
+    previous-character head of a small model sits in layer 0, not in the last block."""
+    found = []
+    for i, name in enumerate(HABITS):
+        weights = habits[:, :, i]
+        if weights.isnan().all():
+            continue
+        best = int(weights.nan_to_num(-1.0).flatten().argmax())
+        layer, head = divmod(best, habits.size(1))
+        found.append(Habit(name, layer, head, float(weights[layer, head])))
+    return found
+
+
+def habit_sentence(found: list[Habit]) -> str:
+    """One sentence naming, for each habit, the head that has it and how strongly: made from the numbers, so it
+    is true of the model it describes."""
+    parts = [f"layer {h.layer} head {h.head} puts {h.weight:.2f} of its weight on {_target(h.name)}" for h in found]
+    return "The strongest head of each habit: " + "; ".join(parts) + "."
+
+
+def _target(habit: str) -> str:
+    return {"itself": "the character itself", "two back": "the character two back",
+            "start of the word": "the first letter of the word", "last newline": "the last newline",
+            "previous character": "the previous character"}[habit]
+
+
+@dataclass
 class Projection:
     points: torch.Tensor  # [V, 2]
     explained: tuple[float, float]  # fraction of the variance along each axis

@@ -13,7 +13,7 @@ from matplotlib import colormaps
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from gpt.inspect.analysis import CHAR_CLASSES, Projection, char_class, shown
+from gpt.inspect.analysis import CHAR_CLASSES, Habit, Projection, char_class, shown
 
 DPI = 90
 CLASS_COLOURS = dict(zip(CHAR_CLASSES, ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#7f7f7f"),
@@ -37,29 +37,44 @@ def _char_ticks(ax, chars: list[str], axis: str = "both") -> None:
         ax.set_yticks(positions, labels, fontsize=size)
 
 
-def attention_maps(attention: torch.Tensor, chars: list[str], layers: list[int], heads: list[int],
-                   path: Path) -> Path:
-    """A layers × heads grid of [query, key] heatmaps; the masked upper triangle is left blank (NaN)."""
+def _heatmaps(panels: list[list[tuple[str, torch.Tensor]]], chars: list[str], path: Path) -> Path:
+    """A grid of [query, key] heatmaps, one per (title, weights), row by row (a short last row leaves its end
+    empty); the masked upper triangle is left blank (NaN)."""
     T = len(chars)
+    rows, cols = len(panels), len(panels[0])
     cell = min(max(2.4, 0.18 * T), 5.5)  # inches per heatmap: long prompts get thinner rows, not huge files
-    fig = Figure(figsize=(cell * len(heads) + 1.0, cell * len(layers)), layout="constrained")
-    axes = fig.subplots(len(layers), len(heads), squeeze=False, sharex=True, sharey=True)  # outer tick labels
+    fig = Figure(figsize=(cell * cols + 1.0, cell * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)  # outer tick labels
     above_diagonal = torch.ones(T, T, dtype=torch.bool).triu(1)
     cmap = colormaps["viridis"].with_extremes(bad="white")  # masked (future) keys: white, not a weight colour
     image = None
-    for row, layer in enumerate(layers):
-        for col, head in enumerate(heads):
-            ax = axes[row, col]
-            weights = attention[layer, head].masked_fill(above_diagonal, float("nan")).numpy()
-            image = ax.imshow(weights, cmap=cmap, vmin=0.0, vmax=1.0)
-            ax.set_title(f"layer {layer}, head {head}", fontsize=10)
-            if col == 0:
+    for ax in axes[-1, len(panels[-1]):]:
+        ax.set_axis_off()
+    for r, row in enumerate(panels):
+        for c, (title, weights) in enumerate(row):
+            ax = axes[r, c]
+            image = ax.imshow(weights.masked_fill(above_diagonal, float("nan")).numpy(), cmap=cmap, vmin=0.0, vmax=1.0)
+            ax.set_title(title, fontsize=10)
+            if c == 0:
                 ax.set_ylabel("query (reading)")
-            if row == len(layers) - 1:
+            if r == rows - 1:
                 ax.set_xlabel("key (looked at)")
     _char_ticks(axes[-1, 0], chars)  # the axes are shared: this labels every heatmap's ticks
     fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
     return _save(fig, path)
+
+
+def attention_maps(attention: torch.Tensor, chars: list[str], layers: list[int], heads: list[int],
+                   path: Path) -> Path:
+    """A layers × heads grid of heatmaps."""
+    return _heatmaps([[(f"layer {layer}, head {head}", attention[layer, head]) for head in heads]
+                      for layer in layers], chars, path)
+
+
+def habit_heads(attention: torch.Tensor, chars: list[str], found: list[Habit], path: Path) -> Path:
+    """One heatmap per habit, three to a row: the head that shows it most, from whichever layer it lives in."""
+    panels = [(f"{h.name}: layer {h.layer}, head {h.head}", attention[h.layer, h.head]) for h in found]
+    return _heatmaps([panels[i:i + 3] for i in range(0, len(panels), 3)], chars, path)
 
 
 def embedding_maps(maps: list[tuple[str, Projection]], itos: list[str], path: Path) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from html import escape
 
-from gpt.inspect.analysis import HABITS, shown
+from gpt.inspect.analysis import HABITS, habit_sentence, shown, strongest_heads
 from gpt.inspect.findings import Findings
 
 STYLE = """
@@ -85,6 +85,7 @@ def render(f: Findings, figure_files: dict[str, str], checkpoint: str) -> str:
             "character j; the upper triangle is empty because causal attention can only look back.")),
          "<p>Per layer, the character each position attends to most (weights averaged over the heads; "
          "offset from the position being read):</p>" + _attended_table(f)
+         + _figure(figure_files["habits"], escape(habit_sentence(strongest_heads(f.habits))))
          + "<p>Each head's habits: its mean weight on the character itself, the previous one, the one before "
          "that, the first letter of the current word and the last newline (the last two only when further back "
          "than two characters; – where the prompt has none). The strongest head of each habit is in bold.</p>"

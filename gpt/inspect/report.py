@@ -18,6 +18,7 @@ from gpt.tokenizer import CharTokenizer
 
 FIGURES = {
     "attention": "attention.png",
+    "habits": "habit_heads.png",
     "embedding": "embedding.png",
     "logit_lens": "logit_lens.png",
     "true_next": "true_next.png",
@@ -56,6 +57,8 @@ def draw(f: Findings, out: Path) -> dict[str, Path]:
     chars = f.chars
     return {
         "attention": figures.attention_maps(f.trace.attention, chars, f.layers, f.heads, out / FIGURES["attention"]),
+        "habits": figures.habit_heads(f.trace.attention, chars, analysis.strongest_heads(f.habits),
+                                      out / FIGURES["habits"]),
         "embedding": figures.embedding_maps(f.embedding, f.itos, out / FIGURES["embedding"]),
         "logit_lens": figures.logit_lens_grid([[top[0] for top in depth] for depth in f.lens_top], f.depths, chars,
                                               out / FIGURES["logit_lens"]),
