@@ -65,7 +65,7 @@ class Runner:
 
 
 def open_drafters(args: argparse.Namespace, model: OrtDecoder) -> dict[str, Drafter]:
-    sources = {"ngram": "ngram"} | ({"draft model": str(args.draft)} if args.draft else {})
+    sources = {"ngram": "ngram", "distilled": "distilled"} | ({"draft model": str(args.draft)} if args.draft else {})
     return {name: open_drafter(spec, model, args.threads, args.ngram_text, say=print) for name, spec in sources.items()}
 
 

@@ -19,7 +19,7 @@ from gpt.data import DEFAULT_DATA_DIR
 from gpt.decode.backends import BACKENDS, open_decoder
 from gpt.decode.loop import check_max_new_tokens, check_num_samples, generate, prepare_prompt
 from gpt.decode.sampler import Sampler, SamplingParams
-from gpt.decode.speculative.drafters import SPECULATIVE_HELP, check_speculative, open_drafter
+from gpt.decode.speculative.drafters import SPECULATIVE_HELP, SPECULATIVE_METAVAR, check_speculative, open_drafter
 from gpt.decode.speculative.loop import DEFAULT_DRAFT_TOKENS, SpeculativeStats, generate_speculative
 from gpt.errors import ArgumentParser, GPTError, add_threads, flag_names, run_cli
 from gpt.tokenizer import CharTokenizer
@@ -45,11 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", action="store_true", help="print tokens/s to stderr (and, speculating, what the "
                    "drafts earned: characters per run of the model, a histogram of drafts accepted)")
     s = p.add_argument_group("speculative decoding (--backend onnxruntime, gqa layout, one sample)")
-    s.add_argument("--speculative", metavar="ngram|FILE", help=SPECULATIVE_HELP)
+    s.add_argument("--speculative", metavar=SPECULATIVE_METAVAR, help=SPECULATIVE_HELP)
     s.add_argument("--draft-tokens", type=int, default=DEFAULT_DRAFT_TOKENS, metavar="K",
                    help=f"draft at most K characters per run, 1 .. block_size / 2 (default: {DEFAULT_DRAFT_TOKENS})")
     s.add_argument("--ngram-text", type=Path, metavar="FILE",
-                   help="the training text to build the ngram index from, once (default: DATA_DIR's Tiny Shakespeare)")
+                   help="the training text the ngram index or the distilled table is made from, once (default: "
+                   "DATA_DIR's Tiny Shakespeare)")
     s.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where gpt.data put Tiny Shakespeare")
     s.add_argument("--show-accepted", action="store_true",
                    help="colour the characters that came from accepted drafts (ANSI green)")
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.speculative and args.num_samples != 1:
         raise GPTError("--speculative decodes one sample (batch 1); drop --num-samples or run once per --seed")
     if args.show_accepted and not args.speculative:
-        raise GPTError("--show-accepted colours accepted drafts: it needs --speculative ngram|FILE")
+        raise GPTError(f"--show-accepted colours accepted drafts: it needs --speculative {SPECULATIVE_METAVAR}")
     decoder = open_decoder(args.backend, args.onnx or args.ckpt, threads=args.threads, device=args.device,
                            use_cache=not args.no_cache, compile=args.compile)
     tokenizer = CharTokenizer(decoder.vocab)

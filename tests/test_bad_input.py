@@ -175,7 +175,7 @@ CASES = [
          "--speculative", "ngram", "--num-samples", "2",
          expect="--speculative decodes one sample (batch 1); drop --num-samples or run once per --seed"),
     case("show-accepted without speculative", "gpt.sample", *SAMPLE, "--show-accepted",
-         expect="--show-accepted colours accepted drafts: it needs --speculative ngram|FILE"),
+         expect="--show-accepted colours accepted drafts: it needs --speculative distilled|ngram|FILE"),
     case("speculative on the portable layout", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{std_onnx}",
          "--speculative", "ngram", expect="--speculative needs the gqa layout; {std_onnx} has the onnx layout"),
     case("draft tokens zero", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{gqa_onnx}", "--speculative",
@@ -183,9 +183,9 @@ CASES = [
     case("draft tokens past half the block", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{gqa_onnx}",
          "--speculative", "ngram", "--draft-tokens", "17",
          expect="--draft-tokens must be in [1, 16] (block_size 32 / 2), got 17"),
-    case("speculative neither ngram nor a file", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{gqa_onnx}",
-         "--speculative", "bigram",
-         expect="--speculative takes `ngram` or a draft model's .onnx file; bigram is neither"),
+    case("speculative neither a drafter's name nor a file", "gpt.sample", "--backend", "onnxruntime", "--onnx",
+         "{gqa_onnx}", "--speculative", "bigram",
+         expect="--speculative takes `distilled`, `ngram` or a draft model's .onnx file; bigram is none of them"),
     case("draft model with another vocabulary", "gpt.sample", "--backend", "onnxruntime", "--onnx", "{gqa_onnx}",
          "--speculative", "{other_vocab_onnx}", expect="has another vocabulary (35 characters, the model 35): draft "
                                                        "with a file trained on the same text"),
@@ -196,7 +196,11 @@ CASES = [
          "{foreign_index_onnx}", "--speculative", "ngram", expect="indexes another training text (sha256 000000000000"),
     case("ngram index without its training text", "gpt.sample", "--backend", "onnxruntime", "--onnx",
          "{unindexed_onnx}", "--speculative", "ngram", "--data-dir", "{nowhere}",
-         expect="the ngram drafter builds its index from the training text once; {nowhere}/tinyshakespeare/input.txt "
+         expect="the drafter is made from the training text once; {nowhere}/tinyshakespeare/input.txt "
+                "does not exist: run `python -m gpt.data` or pass --ngram-text FILE"),
+    case("distilled drafter without its training text", "gpt.sample", "--backend", "onnxruntime", "--onnx",
+         "{unindexed_onnx}", "--speculative", "distilled", "--data-dir", "{nowhere}",
+         expect="the drafter is made from the training text once; {nowhere}/tinyshakespeare/input.txt "
                 "does not exist: run `python -m gpt.data` or pass --ngram-text FILE"),
     case("serve speculative with too many draft tokens", "gpt.serve", "--onnx", "{gqa_onnx}", "--speculative",
          "ngram", "--draft-tokens", "17", expect="--draft-tokens must be in [1, 16] (block_size 32 / 2), got 17"),

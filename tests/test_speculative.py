@@ -240,6 +240,62 @@ def test_ngram_index_round_trips_and_is_checked(tmp_path):
         open_index(model, vocab[:-1], "a" * 64)
 
 
+# ---- the distilled drafter -------------------------------------------------------------------------------
+
+def test_the_distilled_table_holds_the_models_mean_distribution_after_each_context():
+    """A lookup gives the mean of the model's distributions after every occurrence of the longest suffix of the
+    context that occurs at least min_count times (at most MAX_CONTEXT characters); none where even one
+    character is rarer."""
+    from gpt.decode.speculative.distilled import MAX_CONTEXT, DistilledTable
+
+    V, block = 4, 16
+    rng = np.random.default_rng(0)
+    ids = rng.choice(3, 40 * block, p=[0.5, 0.3, 0.2])
+    ids[[100, 300]] = 3  # a character seen twice: under min_count
+    logits = rng.standard_normal((40, block, V)).astype(np.float32)
+    done = []  # windows run so far: the build runs them in order, a few at a time
+
+    def model(windows: np.ndarray) -> np.ndarray:
+        assert (windows.reshape(-1) == ids[len(done) * block:(len(done) + len(windows)) * block]).all()
+        done.extend(windows)
+        return logits[len(done) - len(windows):len(done)]
+
+    table = DistilledTable.build(model, block, ids, list("abcd"), "t", "m", say=lambda _: None, min_count=3)
+    probs = np.exp(logits.reshape(-1, V)) / np.exp(logits.reshape(-1, V)).sum(-1, keepdims=True)
+
+    def ends(suffix: list[int]) -> list[int]:
+        n = len(suffix)
+        return [i for i in range(n - 1, len(ids)) if ids[i - n + 1:i + 1].tolist() == suffix]
+
+    for trial in range(40):
+        context = ids[trial * 13:trial * 13 + 12].tolist() if trial % 2 else rng.choice(3, 12).tolist()
+        n = max(n for n in range(MAX_CONTEXT + 1) if n == 0 or len(ends(context[-n:])) >= 3)
+        want = np.log(probs[ends(context[-n:])].mean(axis=0))
+        np.testing.assert_allclose(table.lookup(context).astype(np.float64), want, atol=3e-3)
+    assert table.lookup([0, 1, 3]) is None
+
+
+def test_the_distilled_table_round_trips_and_is_tied_to_its_model(real_model, shakespeare_slice, tmp_path):
+    import shutil
+
+    from gpt.decode.backends.ort_decoder import open_onnx
+    from gpt.decode.speculative.distilled import TABLE_FILE
+    from gpt.decode.speculative.drafters import open_drafter
+    from gpt.errors import GPTError
+
+    model, _ = real_model
+    shutil.copyfile(model.path, tmp_path / "model.onnx")
+    copy = open_onnx(tmp_path / "model.onnx", threads=1)
+    made = open_drafter("distilled", copy, ngram_text=shakespeare_slice, say=lambda _: None)
+    again = open_drafter("distilled", copy, say=lambda _: None)  # read back: no text needed
+    assert (tmp_path / TABLE_FILE).is_file()
+    assert [k.tolist() for k in again.table.keys] == [k.tolist() for k in made.table.keys]
+    with open(tmp_path / "model.onnx", "ab") as f:
+        f.write(b"\0")  # another file now
+    with pytest.raises(GPTError, match="was distilled from another model file"):
+        open_drafter("distilled", copy, say=lambda _: None)
+
+
 # ---- on the exported file ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -328,6 +384,32 @@ def test_the_server_speculates_shows_it_in_metrics_and_refuses_a_bad_draft_token
                 assert counted["gpt_draft_accepted"] <= counted["gpt_draft_proposed"]
     assert texts[()] == list(texts.values())[1]
     assert len(set(texts[()])) == 2 and all(len(t) == 60 for t in texts[()])
+
+
+@pytest.mark.parametrize("params", [SamplingParams(temperature=0), SamplingParams(0.8, seed=3),
+                                    SamplingParams(1.0, top_k=5, top_p=0.9, seed=4)],
+                         ids=["greedy", "T=0.8", "top-k+p"])
+def test_the_exported_model_writes_plain_decodings_text_with_distilled_drafts(real_model, shakespeare_slice, params):
+    """The distilled drafter samples its drafts with the model's own draws: the text stays plain decoding's, and at
+    T = 0.8 more of its drafts are kept than the ngram drafter's on the same prompts."""
+    from gpt.decode.speculative.drafters import open_drafter
+    from gpt.tokenizer import CharTokenizer
+
+    model, ngram = real_model
+    distilled = open_drafter("distilled", model, ngram_text=shakespeare_slice, say=lambda _: None)
+    tok = CharTokenizer(model.vocab)
+    kept = {"distilled": 0, "ngram": 0}
+    for prompt in ("ROMEO:\n", "First Citizen:\nWe are", "the "):
+        ids = tok.encode(prompt)
+        plain = generate(model, ids, 150, Sampler(params))[0].tolist()
+        for name, drafter in (("distilled", distilled), ("ngram", ngram)):
+            stats = SpeculativeStats()
+            assert generate_speculative(model, ids, 150, params, drafter, 4, stats=stats, pacer=Pacer(False)) == plain
+            kept[name] += sum(stats.accepted)
+        assert generate_speculative(model, ids, 150, params, distilled, 4) == plain, prompt  # drafting while it pays
+    assert kept["distilled"] > 100
+    if params.temperature == 0.8:
+        assert kept["distilled"] > kept["ngram"], kept
 
 
 @pytest.mark.parametrize("params", [SamplingParams(temperature=0), SamplingParams(0.8, seed=5)],

@@ -103,7 +103,7 @@ class Engine:
             check_draft_tokens(params.draft_tokens, self.block_size, off=True)
             if params.draft_tokens and not self.drafter:
                 raise GPTError("draft_tokens needs an engine that drafts: a server started with --speculative "
-                               "ngram|FILE, or Engine(..., speculative='ngram')")
+                               "distilled|ngram|FILE, or Engine(..., speculative='distilled')")
         ids = encode_prompt(self.tokenizer, prompt)
         request = Request(ids[-self.block_size:], params, sink, prompt_tokens=len(ids), notify=self._notify)
         with self._cond:

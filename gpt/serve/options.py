@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from gpt.data import DEFAULT_DATA_DIR
-from gpt.decode.speculative.drafters import SPECULATIVE_HELP
+from gpt.decode.speculative.drafters import SPECULATIVE_HELP, SPECULATIVE_METAVAR
 from gpt.decode.speculative.loop import DEFAULT_DRAFT_TOKENS
 from gpt.engine import DEFAULT_MAX_QUEUE, DEFAULT_SLOTS
 from gpt.engine.core import DEFAULT_SPECULATE_ROWS
@@ -73,7 +73,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                         f"(default: 0, with --ray {RAY_STREAM_INTERVAL}: each chunk costs the proxy CPU)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     spec = p.add_argument_group("speculative decoding: rows draft characters and verify them in one run")
-    spec.add_argument("--speculative", metavar="ngram|FILE", default=None, help=SPECULATIVE_HELP)
+    spec.add_argument("--speculative", metavar=SPECULATIVE_METAVAR, default=None, help=SPECULATIVE_HELP)
     spec.add_argument("--draft-tokens", type=int, default=DEFAULT_DRAFT_TOKENS, metavar="K",
                       help=f"drafts per verify run, 1 .. block_size / 2; a request's `draft_tokens` may ask for "
                            f"fewer or 0 (default: {DEFAULT_DRAFT_TOKENS})")
@@ -81,7 +81,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                       help="speculate while at most R rows decode; past that, plain batched steps, cheaper per "
                            f"character at that load (default: {DEFAULT_SPECULATE_ROWS})")
     spec.add_argument("--ngram-text", type=Path, default=None, metavar="FILE",
-                      help="training text to build the ngram index from, once (default: DATA_DIR's Tiny Shakespeare)")
+                      help="the training text the ngram index or the distilled table is made from, once "
+                           "(default: DATA_DIR's Tiny Shakespeare)")
     spec.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="where gpt.data put Tiny Shakespeare")
     ray = p.add_argument_group("Ray Serve (--ray): replicas of the engine behind Ray's HTTP proxy")
     ray.add_argument("--ray", action="store_true", help="serve as a Ray Serve application (extra `ray`)")

@@ -1,4 +1,4 @@
-"""Choosing a drafter for speculative decoding from what the user typed (`--speculative ngram|FILE`): the one
+"""Choosing a drafter for speculative decoding from what the user typed (`--speculative distilled|ngram|FILE`): the one
 place that checks the model can speculate and opens the drafter. Torch-free."""
 
 from __future__ import annotations
@@ -6,13 +6,18 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
+
 from gpt.data import DEFAULT_DATA_DIR, RELATIVE_PATH, load_text, split
 from gpt.decode.speculative.loop import Drafter, Verifier, check_draft_tokens
 from gpt.errors import GPTError
 
-SPECULATIVE_HELP = ("draft characters and verify them in one run of the model (gqa layout only): `ngram` (the "
-                    "training text and the text so far, no model run) or FILE, a smaller gqa export with the same "
-                    "vocabulary and block size (e.g. out-cpu/model.onnx)")
+SPECULATIVE_HELP = ("draft characters and verify them in one run of the model (gqa layout only): `distilled` (the "
+                    "model's own mean next-character distribution after each short context, distilled from it once "
+                    "over the training text; best when sampling), `ngram` (the training text and the text so far, "
+                    "no model run) or FILE, a smaller gqa export with the same vocabulary and block size (e.g. "
+                    "out-cpu/model.onnx)")
+SPECULATIVE_METAVAR = "distilled|ngram|FILE"
 
 
 def check_speculative(decoder, draft_tokens: int) -> Verifier:
@@ -30,16 +35,21 @@ def check_speculative(decoder, draft_tokens: int) -> Verifier:
 
 def open_drafter(spec: str, model: Verifier, threads: int | None = None, ngram_text: Path | None = None,
                  data_dir: Path = DEFAULT_DATA_DIR, say=print) -> Drafter:
-    """`ngram` or the path of a draft model's .onnx file."""
+    """`distilled`, `ngram` or the path of a draft model's .onnx file."""
     meta = model.meta
+    if spec == "distilled":
+        from gpt.decode.speculative.distilled import TABLE_FILE, DistilledDrafter, open_table
+
+        text, text_sha256 = train_split(ngram_text, data_dir, model.path, TABLE_FILE)
+        return DistilledDrafter(open_table(model, encode_split(text, meta.vocab), text_sha256, say=say))
     if spec == "ngram":
-        from gpt.decode.speculative.ngram import NgramDrafter, open_index
+        from gpt.decode.speculative.ngram import INDEX_FILE, NgramDrafter, open_index
 
         return NgramDrafter(open_index(Path(model.path), meta.vocab, meta.data_sha256,
-                                       *train_split(ngram_text, data_dir, model.path), say=say))
+                                       *train_split(ngram_text, data_dir, model.path, INDEX_FILE), say=say))
     path = Path(spec)
     if path.suffix != ".onnx" or not path.exists():
-        raise GPTError(f"speculative takes `ngram` or a draft model's .onnx file; {spec} is neither"
+        raise GPTError(f"speculative takes `distilled`, `ngram` or a draft model's .onnx file; {spec} is none of them"
                        + (" (no such file)" if path.suffix == ".onnx" else ""))
     from gpt.decode.backends.ort_decoder import open_onnx
     from gpt.decode.speculative.draft_model import ModelDrafter
@@ -50,16 +60,27 @@ def open_drafter(spec: str, model: Verifier, threads: int | None = None, ngram_t
     return ModelDrafter(draft, meta.vocab, meta.block_size)
 
 
-def train_split(ngram_text: Path | None, data_dir: Path, model_path: Path) -> tuple[str | None, str | None]:
-    """(the training split, the sha256 of its whole text) to build an index from; (None, None) if the index
-    already exists beside the model or there is no text."""
-    from gpt.decode.speculative.ngram import INDEX_FILE
-
-    if (Path(model_path).parent / INDEX_FILE).is_file():
+def train_split(ngram_text: Path | None, data_dir: Path, model_path: Path,
+                saved: str) -> tuple[str | None, str | None]:
+    """(the training split, the sha256 of its whole text) to build a drafter's file from; (None, None) if that
+    file (`saved`) already exists beside the model."""
+    if (Path(model_path).parent / saved).is_file():
         return None, None
     path = Path(ngram_text) if ngram_text else Path(data_dir) / RELATIVE_PATH
     if not path.is_file():
-        raise GPTError(f"the ngram drafter builds its index from the training text once; {path} does not exist: "
+        raise GPTError(f"the drafter is made from the training text once; {path} does not exist: "
                        "run `python -m gpt.data` or pass --ngram-text FILE")
     text = load_text(path)
     return split(text)[0], hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def encode_split(text: str | None, vocab: list[str]) -> np.ndarray | None:
+    """The training split as the model's ids; a character outside its vocabulary means another text."""
+    if text is None:
+        return None
+    stoi = {c: i for i, c in enumerate(vocab)}
+    unknown = sorted(set(text) - set(stoi))
+    if unknown:
+        raise GPTError(f"the training text has {len(unknown)} character(s) outside the model's vocabulary "
+                       f"({', '.join(map(repr, unknown[:5]))}): it is not the text this model was trained on")
+    return np.fromiter((stoi[c] for c in text), dtype=np.int64, count=len(text))
