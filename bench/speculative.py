@@ -37,6 +37,7 @@ from gpt.errors import ArgumentParser, GPTError, flag_names, run_cli
 from gpt.tokenizer import CharTokenizer
 
 TEMPERATURES = (0.0, 0.8)
+ENGINE_DRAFTER = "distilled"  # the drafter the engine rows speculate with (the one that keeps most when sampling)
 GENAI_PROMPT = 16  # characters of prompt in the rows beside onnxruntime-genai, so it writes block_size - 16
 
 
@@ -174,15 +175,16 @@ def batch1_rows(args: argparse.Namespace, model: OrtDecoder, drafters: dict[str,
 
 
 def engine_row(args: argparse.Namespace, texts: list[str], streams: int, temperature: float) -> dict:
-    """The engine at `streams` streams, plain and with n-gram speculation in turns."""
+    """The engine at `streams` streams, plain and speculating with ENGINE_DRAFTER in turns."""
     plain_rates, spec_rates, stats = [], [], {}
     for _ in range(max(1, args.rounds // 2)):
         plain_rates.append(engine_rate(args.onnx, texts, streams, args.engine_tokens, temperature, args.threads,
                                        None, None)[0])
         rate, stats = engine_rate(args.onnx, texts, streams, args.engine_tokens, temperature, args.threads,
-                                  "ngram", args.ngram_text)
+                                  ENGINE_DRAFTER, args.ngram_text)
         spec_rates.append(rate)
-    return {"section": "engine", "config": f"{streams} streams", "temperature": temperature,
+    return {"section": f"engine, speculating with {ENGINE_DRAFTER}", "config": f"{streams} streams",
+            "temperature": temperature,
             "plain_chars_per_s": median(plain_rates), "speculative_chars_per_s": median(spec_rates),
             "vs_plain": median(spec_rates) / median(plain_rates),
             "draft_runs": stats.get("draft_runs", 0), "draft_accepted": stats.get("draft_accepted", 0)}

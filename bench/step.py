@@ -7,7 +7,8 @@ Work per round, for `batch` rows: a 1-token prompt per row, then one step per co
 one token per row at temperature 0.8 (no top-k, no top-p).
 
     engine  SlotRunner.decode(tokens, lengths, batch) + gpt.decode.sampler.sample_tokens with one uniform per row from
-            the row's own numpy Generator, as gpt.engine.core does (prefill: SlotRunner.prefill per row)
+            the row's own draws (gpt.decode.sampler.Uniforms), as gpt.engine.core does (prefill: SlotRunner.prefill
+            per row)
     genai   og.Generator on the same file with its genai_config.json (GeneratorParams batch_size = batch,
             do_sample, temperature 0.8, top_k 0, min_length = max_length = block_size so its end token never
             stops a row): append_tokens of the [batch, 1] prompt, then generate_next_token() until is_done().
@@ -61,10 +62,10 @@ class EngineLoop:
 
     def round(self, seed: int) -> np.ndarray:
         """µs of each step, indexed by context (0 and 1 unused)."""
-        from gpt.decode.sampler import sample_tokens
+        from gpt.decode.sampler import Uniforms, sample_tokens
 
         B, runner = self.batch, self.runner
-        rngs = [np.random.default_rng(seed + b) for b in range(B)]
+        draws = [Uniforms(np.random.default_rng(seed + b), greedy=False) for b in range(B)]
         temperature, top_k, top_p = np.full(B, TEMPERATURE), np.zeros(B, dtype=np.int64), np.ones(B)
         for b in range(B):
             runner.prefill(b, np.array([1], dtype=np.int64), 0)
@@ -75,7 +76,9 @@ class EngineLoop:
         for context in range(2, self.block_size):
             t0 = clock()
             logits = runner.decode(tokens, lengths, B)
-            uniform = np.array([r.random() for r in rngs])
+            uniform = np.array([d.peek(1)[0] for d in draws])  # as gpt.engine.core spends them
+            for d in draws:
+                d.take(1)
             tokens = sample_tokens(logits, temperature, top_k, top_p, uniform)
             t1 = clock()
             lengths += 1

@@ -75,10 +75,10 @@ class ItemisedLoop:
     def round(self, seed: int) -> dict[str, float]:
         """µs per step of the run call, the binding around it, the sampler, the loop's Python and the whole step:
         the mean over contexts 2 .. block_size - 1."""
-        from gpt.decode.sampler import sample_tokens
+        from gpt.decode.sampler import Uniforms, sample_tokens
 
         runner, session, clock = self.runner, self.session, time.perf_counter_ns
-        rng = np.random.default_rng(seed)
+        draws = Uniforms(np.random.default_rng(seed), greedy=False)
         temperature, top_k, top_p = np.full(1, TEMPERATURE), np.zeros(1, dtype=np.int64), np.ones(1)
         runner.prefill(0, np.array([1], dtype=np.int64), 0)
         tokens, lengths = np.ones(1, dtype=np.int64), np.ones(1, dtype=np.int64)
@@ -87,7 +87,8 @@ class ItemisedLoop:
             t0 = clock()
             logits = runner.decode(tokens, lengths, 1)
             t1 = clock()
-            uniform = np.array([rng.random()])
+            uniform = np.array([draws.peek(1)[0]])  # as the engine spends its draws
+            draws.take(1)
             t2 = clock()
             tokens = sample_tokens(logits, temperature, top_k, top_p, uniform)
             t3 = clock()

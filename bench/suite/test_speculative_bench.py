@@ -27,6 +27,7 @@ def test_speculative(artifacts, threads, pytestconfig, out_path, capsys):
     assert speculative.main(["--onnx", str(onnx), "--threads", str(threads), "--out", str(out), *args]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     configs = {(r["section"], r["config"]) for r in report["rows"]}
-    assert ("batch 1", "plain") in configs and ("batch 1", "speculative ngram") in configs
-    assert ("engine", "1 streams") in configs and report["machine"] and report["command"]
+    assert {("batch 1", "plain"), ("batch 1", "speculative ngram"), ("batch 1", "speculative distilled")} <= configs
+    assert (f"engine, speculating with {speculative.ENGINE_DRAFTER}", "1 streams") in configs
+    assert report["machine"] and report["command"]
     assert "speculative ngram" in capsys.readouterr().out
