@@ -21,9 +21,10 @@ def load(path: str | Path, backend: str | None = None, speculative: str | None =
     """Load a checkpoint directory (torch backend) or an `.onnx` file (onnxruntime backend).
 
     `backend` defaults from the path; `options` are those of `gpt.decode.backends.open_decoder`
-    (threads, device, use_cache, compile). `speculative` (`ngram` or a draft model's .onnx file; a gqa file
-    only) drafts up to `draft_tokens` characters per run of the model: the same text, faster
-    (`gpt.decode.speculative.loop`); `ngram_text` is the training text its index is built from the first time.
+    (threads, device, use_cache, compile). `speculative` (`distilled`, `ngram` or a draft model's .onnx file; a
+    gqa file only) drafts up to `draft_tokens` characters per run of the model: the same text, faster
+    (`gpt.decode.speculative.loop`); `ngram_text` is the training text the drafter's table or index is made from
+    the first time.
     """
     from gpt.decode.backends import open_decoder
 
