@@ -294,6 +294,9 @@ def test_the_distilled_table_round_trips_and_is_tied_to_its_model(real_model, sh
         f.write(b"\0")  # another file now
     with pytest.raises(GPTError, match="was distilled from another model file"):
         open_drafter("distilled", copy, say=lambda _: None)
+    (tmp_path / TABLE_FILE).write_bytes(b"not a table")
+    with pytest.raises(GPTError, match="is not a readable distilled table .* delete it and it is made again"):
+        open_drafter("distilled", copy, say=lambda _: None)
 
 
 # ---- on the exported file ----------------------------------------------------------------------------------

@@ -15,8 +15,6 @@ log-probabilities with the request's temperature, top-k, top-p and draw): greedy
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -24,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gpt.data import sha256_of
 from gpt.decode.sampler import SamplingParams, sample_tokens
+from gpt.decode.speculative.training_text import load_npz, save_npz
 from gpt.errors import GPTError
-from gpt.fsutil import atomic_write_bytes
 
 TABLE_FILE = "distilled.npz"
 TABLE_VERSION = 1
@@ -95,30 +94,18 @@ class DistilledTable:
         return cls(keys, logprobs, vocab, text_sha256, model_sha256)
 
     def save(self, path: Path) -> None:
-        from io import BytesIO
-
-        buf = BytesIO()
-        meta = {"version": TABLE_VERSION, "vocab": self.vocab, "text_sha256": self.text_sha256,
-                "model_sha256": self.model_sha256}
-        arrays = {f"keys{n}": k for n, k in enumerate(self.keys, 1)} | {
-            f"logprobs{n}": p for n, p in enumerate(self.logprobs, 1)}
-        np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
-        atomic_write_bytes(path, buf.getvalue())
+        header = {"version": TABLE_VERSION, "vocab": self.vocab, "text_sha256": self.text_sha256,
+                  "model_sha256": self.model_sha256}
+        save_npz(path, header, **{f"keys{n}": k for n, k in enumerate(self.keys, 1)},
+                 **{f"logprobs{n}": p for n, p in enumerate(self.logprobs, 1)})
 
     @classmethod
     def load(cls, path: Path) -> DistilledTable:
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                meta = json.loads(str(f["meta"]))
-                if meta.get("version") != TABLE_VERSION:
-                    raise GPTError(f"{path} is a distilled table of version {meta.get('version')}; this version "
-                                   f"reads {TABLE_VERSION}: delete it and it is made again")
-                n = sum(1 for name in f.files if name.startswith("keys"))
-                return cls([f[f"keys{i}"] for i in range(1, n + 1)], [f[f"logprobs{i}"] for i in range(1, n + 1)],
-                           meta["vocab"], meta["text_sha256"], meta["model_sha256"])
-        except (OSError, ValueError, KeyError) as e:
-            raise GPTError(f"{path} is not a readable distilled table ({type(e).__name__}): delete it and it is "
-                           "made again") from None
+        meta, arrays = load_npz(path, "a distilled table", TABLE_VERSION, ("vocab", "text_sha256", "model_sha256"),
+                                ("keys1", "logprobs1"))
+        n = sum(1 for name in arrays if name.startswith("keys"))
+        return cls([arrays[f"keys{i}"] for i in range(1, n + 1)], [arrays[f"logprobs{i}"] for i in range(1, n + 1)],
+                   meta["vocab"], meta["text_sha256"], meta["model_sha256"])
 
     def lookup(self, context: Sequence[int]) -> np.ndarray | None:
         """The log-probabilities [V] kept for the longest suffix of `context` the table holds (None: not even one
@@ -155,19 +142,11 @@ class DistilledDrafter:
         return out
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def open_table(model, train_ids: np.ndarray | None, text_sha256: str | None, say=print) -> DistilledTable:
     """The table saved beside `model`'s file (`distilled.npz`), checked against the file and its training text;
     distilled from the model over `train_ids` (the training split) and saved when there is none."""
     path = Path(model.path).parent / TABLE_FILE
-    model_sha256 = file_sha256(Path(model.path))
+    model_sha256 = sha256_of(Path(model.path))
     if path.is_file():
         table = DistilledTable.load(path)
         if table.model_sha256 != model_sha256:

@@ -6,10 +6,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
-
 from gpt.data import DEFAULT_DATA_DIR, RELATIVE_PATH, load_text, split
 from gpt.decode.speculative.loop import Drafter, Verifier, check_draft_tokens
+from gpt.decode.speculative.training_text import encode_text
 from gpt.errors import GPTError
 
 SPECULATIVE_HELP = ("draft characters and verify them in one run of the model (gqa layout only): `distilled` (the "
@@ -41,7 +40,8 @@ def open_drafter(spec: str, model: Verifier, threads: int | None = None, ngram_t
         from gpt.decode.speculative.distilled import TABLE_FILE, DistilledDrafter, open_table
 
         text, text_sha256 = train_split(ngram_text, data_dir, model.path, TABLE_FILE)
-        return DistilledDrafter(open_table(model, encode_split(text, meta.vocab), text_sha256, say=say))
+        return DistilledDrafter(open_table(model, None if text is None else encode_text(text, meta.vocab), text_sha256,
+                                                    say=say))
     if spec == "ngram":
         from gpt.decode.speculative.ngram import INDEX_FILE, NgramDrafter, open_index
 
@@ -73,14 +73,3 @@ def train_split(ngram_text: Path | None, data_dir: Path, model_path: Path,
     text = load_text(path)
     return split(text)[0], hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-
-def encode_split(text: str | None, vocab: list[str]) -> np.ndarray | None:
-    """The training split as the model's ids; a character outside its vocabulary means another text."""
-    if text is None:
-        return None
-    stoi = {c: i for i, c in enumerate(vocab)}
-    unknown = sorted(set(text) - set(stoi))
-    if unknown:
-        raise GPTError(f"the training text has {len(unknown)} character(s) outside the model's vocabulary "
-                       f"({', '.join(map(repr, unknown[:5]))}): it is not the text this model was trained on")
-    return np.fromiter((stoi[c] for c in text), dtype=np.int64, count=len(text))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
-import json
 import time
 from array import array
 from collections.abc import Sequence
@@ -26,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from gpt.decode.sampler import SamplingParams
+from gpt.decode.speculative.training_text import encode_text, load_npz, save_npz
 from gpt.errors import GPTError
-from gpt.fsutil import atomic_write_bytes
 
 INDEX_FILE = "ngram.npz"
 INDEX_VERSION = 1
@@ -73,34 +72,17 @@ class NgramIndex:
     def build(cls, train_text: str, vocab: list[str], text_sha256: str) -> NgramIndex:
         if len(vocab) > 255:
             raise GPTError(f"the ngram drafter needs a vocabulary of at most 255 characters, this one has {len(vocab)}")
-        stoi = {c: i for i, c in enumerate(vocab)}
-        unknown = sorted(set(train_text) - set(stoi))
-        if unknown:
-            raise GPTError(f"the training text has {len(unknown)} character(s) outside the model's vocabulary "
-                           f"({', '.join(map(repr, unknown[:5]))}): it is not the text this model was trained on")
-        tokens = np.array([stoi[c] for c in train_text], dtype=np.uint8)
+        tokens = encode_text(train_text, vocab).astype(np.uint8)
         return cls(tokens, suffix_array(tokens), vocab, text_sha256)
 
     def save(self, path: Path) -> None:
-        from io import BytesIO
-
-        buf = BytesIO()
-        meta = {"version": INDEX_VERSION, "vocab": self.vocab, "text_sha256": self.text_sha256}
-        np.savez(buf, tokens=self.tokens, suffixes=self.suffixes, meta=np.array(json.dumps(meta)))
-        atomic_write_bytes(path, buf.getvalue())
+        save_npz(path, {"version": INDEX_VERSION, "vocab": self.vocab, "text_sha256": self.text_sha256},
+                 tokens=self.tokens, suffixes=self.suffixes)
 
     @classmethod
     def load(cls, path: Path) -> NgramIndex:
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                meta = json.loads(str(f["meta"]))
-                if meta.get("version") != INDEX_VERSION:
-                    raise GPTError(f"{path} is an ngram index of version {meta.get('version')}; this version reads "
-                                   f"{INDEX_VERSION}: delete it and it is built again")
-                return cls(f["tokens"], f["suffixes"], meta["vocab"], meta["text_sha256"])
-        except (OSError, ValueError, KeyError) as e:
-            raise GPTError(f"{path} is not a readable ngram index ({type(e).__name__}): delete it and it is "
-                           "built again") from None
+        meta, arrays = load_npz(path, "an ngram index", INDEX_VERSION, ("vocab", "text_sha256"), ("tokens", "suffixes"))
+        return cls(arrays["tokens"], arrays["suffixes"], meta["vocab"], meta["text_sha256"])
 
     def match(self, context: bytes, bound: int = MAX_MATCH) -> tuple[int, int, int]:
         """(n, lo, hi): the longest suffix of `context` (at most `bound`, at most MAX_MATCH) that occurs, and the
