@@ -29,6 +29,15 @@ class Mutant:
 
 
 MUTANTS = [
+    Mutant("the distilled drafter drafts the table's argmax", "gpt/decode/speculative/distilled.py",
+           (("            token = int(sample_tokens(row[None].astype(np.float64), *settings, "
+             "uniforms[len(out):len(out) + 1])[0])\n",
+             "            token = int(np.argmax(row))\n"),),
+           ("tests/test_speculative.py::test_the_exported_model_writes_plain_decodings_text_with_distilled_drafts",)),
+    Mutant("a refill of draws drops the ones not yet taken", "gpt/decode/sampler.py",
+           (("            self.buffer = np.concatenate([self.buffer[self.at:], self.rng.random(max(n, self.BLOCK))])\n",
+             "            self.buffer = self.rng.random(max(n, self.BLOCK))\n"),),
+           ("tests/test_sampler.py::test_draws_are_the_generators_own_in_order_whatever_the_peeks",)),
     Mutant("each habit's head is taken from the last layer", "gpt/inspect/analysis.py",
            (("        best = int(weights.nan_to_num(-1.0).flatten().argmax())\n"
              "        layer, head = divmod(best, habits.size(1))\n",
