@@ -13,12 +13,10 @@ temperature / top-k / top-p, and the logit lens, live while the model writes (th
 
 The site is `index.html`, our `gpt.js`, `explain.js` and `explorer.js`, the model as `model.onnx`, and
 onnxruntime-web's wasm runtime (the version pinned in web/package.json, fetched by `npm ci` into web/node_modules
-on first use, never committed).
-The file is checked as the page will run it: opened by onnxruntime first (loadable, with our metadata, as
-`gpt.sample` reads it), then, once the site is written, by onnxruntime-web's wasm backend under Node (a prefill
-and a decode step through the site's own gpt.js; the explain graph's logits must equal the model's). Both
-layouts run there; `onnx` is the faster one in a
-browser (see the docs' web page).
+on first use, never committed). The file is checked as the page will run it: opened by onnxruntime first
+(loadable, with our metadata, as `gpt.sample` reads it), then, once the site is written, by onnxruntime-web's
+wasm backend under Node (a prefill and a decode step through the site's own gpt.js; the explain graph's logits
+must equal the model's). Both layouts run there; `onnx` is the faster one in a browser (see the docs' web page).
 """
 
 from __future__ import annotations
