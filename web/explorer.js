@@ -5,7 +5,9 @@
 import { samplingProbs, softmax } from './gpt.js';
 
 const SLIDERS = { temperature: 'temperature', topK: 'top-k (0 = off)', topP: 'top-p' };
-const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#17becf', '#8c564b', '#e377c2'];
+const COLORS = ['31,119,180', '214,39,40', '44,160,44', '148,103,189', '255,127,14', '23,190,207', '140,86,75',
+  '227,119,194']; // rgb, one a head
+const BAR = 4; // px of each head's stripe under a character
 const TOP = 10; // rows of the next-character view
 const LENS_TOP = 3; // predictions per depth of the logit lens
 const PACE = 4; // a pass starts once writing has run PACE x as long as the last pass took (its share <= 1/5)
@@ -107,11 +109,10 @@ export class Explorer {
   /** The views that depend on the text only: its characters, and the model view's heatmaps. */
   build() {
     const { x, views } = this;
+    views.text.style.setProperty('--bars', `${BAR * x.H}px`);
     views.text.replaceChildren(...x.ids.map((id, i) => {
       const c = this.vocab[id];
-      const shown = c === ' ' ? '\u00a0' : glyph(c);
-      const span = el('span', { class: 'ch', 'data-pos': i, title: `position ${i}` }, el('b', {}, shown),
-        el('span', { class: 'bars' }, ...Array.from({ length: x.H }, (_, h) => el('i', { 'data-head': h }))));
+      const span = el('span', { class: 'ch', 'data-pos': i, title: `position ${i}` }, c === '\n' ? glyph(c) : c);
       return c === '\n' ? [span, el('br')] : [span];
     }).flat());
     views.model.style.gridTemplateColumns = `auto repeat(${x.H}, 1fr)`;
@@ -132,11 +133,12 @@ export class Explorer {
     const { T } = this.x;
     const ctx = canvas.getContext('2d');
     const image = ctx.createImageData(T, T);
+    const pixels = new Uint32Array(image.data.buffer); // RGBA bytes, little-endian: 0xAABBGGRR
     for (let i = 0; i < T; i++) {
       const row = this.x.attentionRow(layer, head, i);
       for (let j = 0; j < T; j++) {
         const shade = 255 - Math.round(255 * Math.sqrt(row[j])); // sqrt: weak weights stay visible
-        image.data.set([shade, shade, shade, 255], 4 * (i * T + j));
+        pixels[i * T + j] = 0xff000000 | (shade << 16) | (shade << 8) | shade;
       }
     }
     ctx.putImageData(image, 0, 0);
@@ -150,17 +152,19 @@ export class Explorer {
     this.root.dataset.pos = String(pos);
     const rows = Array.from({ length: x.H }, (_, h) => x.attentionRow(this.layer, h, pos));
     const peaks = rows.map((row) => Math.max(...row));
+    const stripes = rows.map((_, h) => `0 calc(100% - ${BAR * h}px)`).join(',');
     for (const span of views.text.querySelectorAll('.ch')) {
       const j = Number(span.dataset.pos);
       span.classList.toggle('pointed', j === pos);
       span.classList.toggle('pinned', j === this.pinned);
-      for (const bar of span.querySelectorAll('i')) {
-        const h = Number(bar.dataset.head);
-        const w = j <= pos ? rows[h][j] : 0;
-        bar.dataset.weight = String(w);
-        bar.style.background = COLORS[h % COLORS.length];
-        bar.style.opacity = String(w / peaks[h]); // each head's strongest weight at full colour
-      }
+      const weights = rows.map((row) => (j <= pos ? row[j] : 0));
+      span.dataset.weights = weights.join(' ');
+      // one stripe a head under the character, each head's strongest weight at full colour
+      span.style.backgroundImage = weights.map((w, h) => {
+        const color = `rgba(${COLORS[h % COLORS.length]},${(w / peaks[h]).toFixed(3)})`;
+        return `linear-gradient(${color},${color})`;
+      }).join(',');
+      span.style.backgroundPosition = stripes;
     }
     for (const cell of views.model.querySelectorAll('.cell')) {
       const canvas = cell.firstChild;
@@ -181,17 +185,20 @@ export class Explorer {
     const m = x.mechanism(layer, head, pos);
     const c = glyph(this.vocab[x.ids[pos]]);
     this.views.title.textContent = `Layer ${layer}, head ${head}: how "${c}" (position ${pos}) attends`;
-    const rows = m.scores.map((score, j) => el('tr', {
-      class: m.masked[j] ? 'masked' : '', 'data-key': j, 'data-score': String(score),
+    const color = `rgb(${COLORS[head % COLORS.length]})`;
+    const row = ({ class: kind, ...attrs }, ...cells) => el('div', { class: `mrow ${kind}`, ...attrs },
+      ...cells.map((cell) => el('span', {}, cell)));
+    const rows = m.scores.map((score, j) => row({
+      class: m.masked[j] ? 'masked' : 'visible', 'data-key': j, 'data-score': String(score),
       'data-weight': String(m.weights[j]),
-    }, el('td', {}, `${j}`), el('td', { class: 'glyph' }, glyph(this.vocab[x.ids[j]])), el('td', {}, fmt(score)),
-    el('td', {}, m.masked[j] ? '\u2212\u221e' : '0'), el('td', {}, fmt(m.weights[j], 4)),
-    el('td', { class: 'wide' }, bar(m.weights[j], COLORS[head % COLORS.length]))));
+    }, `${j}`, glyph(this.vocab[x.ids[j]]), fmt(score), m.masked[j] ? '\u2212\u221e' : '0', fmt(m.weights[j], 4),
+    bar(m.weights[j], color)));
     this.views.mech.replaceChildren(
-      el('p', {}, `q of "${c}" (${x.D} numbers) and the weighted sum of v, Σ softmax·v (the head's output):`),
+      el('p', {}, `q of "${c}" (${x.D} numbers), then the weighted sum of v, \u03a3 softmax\u00b7v (the head's ` +
+        'output); blue positive, red negative:'),
       strip(m.q, 'q'), strip(m.out, 'out'),
-      el('div', { class: 'scroll' }, el('table', {}, el('thead', {}, el('tr', {}, ...['key', 'char',
-        'q\u00b7k/\u221ad', 'mask', 'softmax', ''].map((h) => el('th', {}, h)))), el('tbody', {}, ...rows))));
+      row({ class: 'head' }, 'key', 'char', 'q\u00b7k/\u221ad', 'mask', 'softmax', ''),
+      el('div', { class: 'scroll' }, ...rows));
   }
 
   renderNext() {
@@ -206,7 +213,7 @@ export class Explorer {
       'data-id': id, 'data-prob': String(model[id]), 'data-sampled': String(sampled[id]),
     }, el('td', { class: 'glyph' }, glyph(this.vocab[id])), el('td', {}, fmt(model[id], 4)),
     el('td', { class: 'wide' }, bar(model[id], '#999')), el('td', {}, fmt(sampled[id], 4)),
-    el('td', { class: 'wide' }, bar(sampled[id], '#1f77b4'))));
+    el('td', { class: 'wide' }, bar(sampled[id], `rgb(${COLORS[0]})`))));
     this.views.next.replaceChildren(el('thead', {}, el('tr', {}, ...['next', 'model', '', 'sampled', '']
       .map((h) => el('th', {}, h)))), el('tbody', {}, ...rows));
   }
