@@ -16,6 +16,7 @@ import shutil
 import statistics
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,31 +32,46 @@ from gpt.inspect.capture import recording, trace
 from gpt.model.checkpoint import load_checkpoint
 
 TEXT = PERIODIC_TEXT[4:36]  # block_size (32) characters: the whole context
+ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def site(tiny_ckpt, tmp_path_factory) -> Path:
+def build_site(ckpt: Path, root: Path) -> Path:
+    """`export.onnx --attention onnx --explain`, then `export.web`: the site with its explorer."""
     if not (shutil.which("node") and shutil.which("npm")):
         pytest.skip("Node.js and npm are not installed (Debian: apt-get install nodejs npm); export.web needs them")
-    onnx = tmp_path_factory.mktemp("explain") / "model.onnx"
-    r = run_module("export.onnx", "--ckpt", str(tiny_ckpt), "--out", str(onnx), "--attention", "onnx", "--explain",
+    onnx = root / "model.onnx"
+    r = run_module("export.onnx", "--ckpt", str(ckpt), "--out", str(onnx), "--attention", "onnx", "--explain",
                    "--threads", "1")
     assert r.returncode == 0, r.stderr
     assert f"explain: {onnx.with_name('model.explain.onnx')}" in r.stdout
-    out = tmp_path_factory.mktemp("site")
-    r = run_module("export.web", "--onnx", str(onnx), "--out", str(out), timeout=600)
+    r = run_module("export.web", "--onnx", str(onnx), "--out", str(root / "site"), timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "explorer: explain.onnx" in r.stdout and (out / "explain.onnx").is_file()
-    return out
+    assert "explorer: explain.onnx" in r.stdout and (root / "site" / "explain.onnx").is_file()
+    return root / "site"
+
+
+@pytest.fixture(scope="module")
+def site(tiny_ckpt, exported_std, tmp_path_factory) -> Path:
+    site = build_site(tiny_ckpt, tmp_path_factory.mktemp("explain"))
+    assert (site / "model.onnx").read_bytes() == exported_std.read_bytes()  # the sampling file pays nothing
+    return site
+
+
+@contextmanager
+def serving(site: Path) -> Iterator[str]:
+    server = make_server(site, port=0, quiet=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="module")
 def url(site) -> Iterator[str]:
-    server = make_server(site, port=0, quiet=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    with serving(site) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +107,16 @@ def explain_text(browser, url: str, text: str) -> None:
     assert wait_for(browser, ("ready", "error")) == "ready", browser.find_element("id", "error").text
     assert js(browser, "return !document.getElementById('explorer').hidden")
     js(browser, "document.getElementById('prompt').value = arguments[0];", text)
+    before = passes(browser)
     browser.find_element("id", "x-explain").click()
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(browser, TIMEOUT).until(lambda b: js(b, "return document.getElementById('explorer').dataset.state"))
+    WebDriverWait(browser, TIMEOUT).until(lambda b: passes(b) > before)
+
+
+def passes(browser) -> int:
+    """How many times the explorer has run the explain graph and redrawn since the page loaded."""
+    return int(js(browser, "return document.getElementById('explorer').dataset.passes || '0'"))
 
 
 def choose(browser, layer: int, head: int) -> None:
@@ -185,12 +207,11 @@ def write(browser, length: int, follow: bool) -> dict:
     js(browser, "document.getElementById('x-on').checked = arguments[1];"
                 "for (const [k, v] of Object.entries(arguments[0])) document.getElementById(k).value = v;",
        {"prompt": "ROMEO:", "length": str(length), "temperature": "0"}, follow)
-    before = int(js(browser, "return document.getElementById('explorer').dataset.passes || '0'"))
+    before = passes(browser)
     browser.find_element("id", "generate").click()
     assert wait_for(browser, ("done", "error")) == "done", browser.find_element("id", "error").text
     stats = js(browser, "return document.getElementById('stats').textContent")
-    after = int(js(browser, "return document.getElementById('explorer').dataset.passes || '0'"))
-    return {"rate": float(stats.split("(")[1].split(" tok/s")[0]), "passes": after - before,
+    return {"rate": float(stats.split("(")[1].split(" tok/s")[0]), "passes": passes(browser) - before,
             "output": js(browser, "return document.getElementById('output').textContent")}
 
 
@@ -217,3 +238,27 @@ def test_the_explorer_follows_the_writing_at_half_the_speed_or_better(browser, u
     print(f"greedy tok/s in headless Chromium, tiny model: explorer off {off:.0f}, following {on:.0f} "
           f"({on / off:.2f}x; runs {rates})")
     assert on >= 0.5 * off, rates
+
+
+@pytest.mark.slow
+def test_screenshot_of_the_explorer(browser, shakespeare_slice, tmp_path):
+    """Writes web/explorer.png (README, docs' web and inspect pages): a small model (4 layers x 4 heads, 64 wide)
+    trained briefly on real text, writing with the explorer following, then one character pinned."""
+    from gpt.train.loop import main
+
+    main(["--data", str(shakespeare_slice), "--out-dir", str(tmp_path / "ckpt"), "--n_layer", "4", "--n_head", "4",
+          "--n_embd", "64", "--block_size", "64", "--dropout", "0", "--batch_size", "32", "--max_iters", "600",
+          "--eval_interval", "300", "--eval_iters", "5", "--no-compile", "--no-progress", "--dtype", "float32"])
+    site = build_site(tmp_path / "ckpt", tmp_path)
+    with serving(site) as address:
+        browser.set_window_size(1100, 1650)
+        browser.get(address)
+        assert wait_for(browser, ("ready", "error")) == "ready"
+        js(browser, "for (const [k, v] of Object.entries(arguments[0])) document.getElementById(k).value = v;",
+           {"prompt": "ROMEO:\n", "length": "160", "temperature": "0.8", "seed": "3"})
+        browser.find_element("id", "generate").click()
+        assert wait_for(browser, ("done", "error")) == "done"
+        browser.find_element("css selector", '#x-text .ch[data-pos="60"]').click()
+        choose(browser, 1, 2)
+        browser.save_screenshot(str(ROOT / "web" / "explorer.png"))
+        browser.set_window_size(1000, 900)

@@ -35,10 +35,10 @@ function bar(value, color = '#555') {
     `background:${color}` });
 }
 
-/** A vector as a strip of cells, blue for positive and red for negative, each value in data-value. */
-function strip(values, name) {
+/** A labelled vector as a strip of cells, blue for positive and red for negative, each value in data-value. */
+function strip(values, name, label) {
   const peak = Math.max(1e-9, ...Array.from(values, Math.abs));
-  return el('div', { class: 'strip', 'data-name': name }, ...Array.from(values, (v) => {
+  return el('div', { class: 'strip', 'data-name': name }, el('b', {}, label), ...Array.from(values, (v) => {
     const rgb = v >= 0 ? '31,119,180' : '214,39,40';
     return el('span', { 'data-value': String(v), title: v.toFixed(4),
       style: `background:rgba(${rgb},${(Math.abs(v) / peak).toFixed(3)})` });
@@ -194,9 +194,9 @@ export class Explorer {
     }, `${j}`, glyph(this.vocab[x.ids[j]]), fmt(score), m.masked[j] ? '\u2212\u221e' : '0', fmt(m.weights[j], 4),
     bar(m.weights[j], color)));
     this.views.mech.replaceChildren(
-      el('p', {}, `q of "${c}" (${x.D} numbers), then the weighted sum of v, \u03a3 softmax\u00b7v (the head's ` +
-        'output); blue positive, red negative:'),
-      strip(m.q, 'q'), strip(m.out, 'out'),
+      el('p', {}, `q of "${c}" (${x.D} numbers) and the head's output, the weighted sum of v (blue positive, red ` +
+        'negative); below, each key: its score q\u00b7k/\u221ad, the causal mask, the softmax of the two:'),
+      strip(m.q, 'q', 'q'), strip(m.out, 'out', '\u03a3 softmax\u00b7v'),
       row({ class: 'head' }, 'key', 'char', 'q\u00b7k/\u221ad', 'mask', 'softmax', ''),
       el('div', { class: 'scroll' }, ...rows));
   }
