@@ -25,7 +25,7 @@ from docsgen import cli, presets
 
 ROOT = Path(__file__).resolve().parents[1]
 PLACEHOLDER = re.compile(r"^\{\{\s*(results|cli|presets|table):\s*([^}]*?)\s*\}\}$", re.M)  # alone on a line
-PUBLISHED = {"results": (RESULTS, ("*.json", "*.png")), "assets": (ROOT / "web", ("screenshot.png",))}
+PUBLISHED = {"results": (RESULTS, ("*.json", "*.png")), "assets": (ROOT / "web", ("screenshot.png", "explorer.png"))}
 
 _files: dict[str, ResultFile] = {}
 
