@@ -45,7 +45,9 @@ from export.quantize import SCHEMES, quantize
 from export.verify import TOLERANCE, check_model, node_count, parity, require_parity
 from gpt.errors import ArgumentParser, GPTError, add_threads, run_cli
 from gpt.fsutil import atomic_write_bytes
+from gpt.model import GPT
 from gpt.model.checkpoint import load_checkpoint
+from gpt.tokenizer import CharTokenizer
 
 
 class Stages:
@@ -164,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def write_explain(out: Path, model, tokenizer, verify: bool) -> None:
+def write_explain(out: Path, model: GPT, tokenizer: CharTokenizer, verify: bool) -> None:
     """OUT.explain.onnx, checked like OUT (onnx.checker, logits against PyTorch) unless --no-verify."""
     path = explain_path(out)
     proto = export_explain_proto(model)

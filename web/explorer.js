@@ -101,7 +101,7 @@ export class Explorer {
     this.update();
     void this.root.offsetHeight; // lay the page out now, so the pass's cost counts it
     this.lastEnd = performance.now();
-    this.cost = this.lastEnd - start;
+    this.cost = this.passes === 0 ? 0 : this.lastEnd - start; // the first pass is cold (wasm kernels, first layout)
     this.root.dataset.passes = String(++this.passes);
     this.root.dataset.state = 'shown';
   }
