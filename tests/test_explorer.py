@@ -25,10 +25,14 @@ import torch
 from conftest import PERIODIC_TEXT, run_module
 from test_web import CHROMIUM, DRIVER, TIMEOUT, chromium_driver, wait_for
 
+from export.explain import export_explain_proto
 from export.static_server import make_server
+from export.web import check_on_wasm
 from gpt.decode.sampler import filter_logits, softmax
+from gpt.errors import GPTError
 from gpt.inspect.analysis import logit_lens
 from gpt.inspect.capture import recording, trace
+from gpt.model import GPT
 from gpt.model.checkpoint import load_checkpoint
 
 TEXT = PERIODIC_TEXT[4:36]  # block_size (32) characters: the whole context
@@ -262,3 +266,24 @@ def test_screenshot_of_the_explorer(browser, shakespeare_slice, tmp_path):
         choose(browser, 1, 2)
         browser.save_screenshot(str(ROOT / "web" / "explorer.png"))
         browser.set_window_size(1000, 900)
+
+
+def test_a_site_without_an_explain_graph_writes_without_the_explorer(site, exported_std, tmp_path):
+    out = tmp_path / "site"
+    shutil.copytree(site, out)  # a site written before, with its explain.onnx
+    r = run_module("export.web", "--onnx", str(exported_std), "--out", str(out), timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert not (out / "explain.onnx").exists()
+    assert f"no explorer: {exported_std.with_name('std.explain.onnx')} is missing" in r.stdout
+
+
+def test_an_explain_graph_of_another_model_is_refused_in_one_line(site, tiny_ckpt, tmp_path):
+    model = load_checkpoint(tiny_ckpt)[0]
+    torch.manual_seed(0)
+    other = GPT(model.config)  # the same shape and vocabulary, other weights
+    out = tmp_path / "site"
+    shutil.copytree(site, out)
+    (out / "explain.onnx").write_bytes(export_explain_proto(other).SerializeToString())
+    with pytest.raises(GPTError, match="explain.onnx is not this model: its logits differ") as e:
+        check_on_wasm(out, Path("model.onnx"))
+    assert "\n" not in str(e.value)
