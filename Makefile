@@ -112,7 +112,7 @@ web: install $(WEB_ONNX)
 
 # (without a checkpoint, export.onnx says so in one line; after a new one, the file is exported again)
 $(OUT)/web.onnx: $(wildcard $(OUT)/model.safetensors)
-	$(PY) -m export.onnx --ckpt $(OUT) --attention onnx --out $@
+	$(PY) -m export.onnx --ckpt $(OUT) --attention onnx --explain --out $@
 
 # `make docs`: the documentation site in docs-build/ (`mkdocs build --strict`: a broken link, anchor or result file
 # fails it, and so does a generated block that `make generated` would write differently), and

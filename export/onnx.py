@@ -23,6 +23,9 @@ prefill and 32 decode steps, max |diff| <= 1e-4) unless --no-verify.
     int4        MatMulNBits: 4-bit weight blocks of 32, int8 compute (accuracy_level 4; ~6x smaller, fastest)
     int8-nbits  MatMulNBits: 8-bit weight blocks of 32, int8 compute (measured slower than int8 here)
 --genai also writes genai_config.json beside OUT, so the pip package onnxruntime-genai runs the same file.
+--explain also writes OUT.explain.onnx: the model on a whole text, returning each layer's q, k, v and attention
+    probabilities and the logit lens beside the logits (what the web page's explorer shows; export/explain.py).
+    OUT itself is the same file with or without it.
 --eval prints each file's loss over the whole validation split.
 """
 
@@ -36,12 +39,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from export.evaluate import onnx_loss, val_tokens
+from export.explain import add_explain_metadata, explain_parity, explain_path, export_explain_proto
 from export.graph import ATTENTION, DEFAULT_OPSET, add_metadata, check_opset, export_proto, serialize
 from export.quantize import SCHEMES, quantize
 from export.verify import TOLERANCE, check_model, node_count, parity, require_parity
 from gpt.errors import ArgumentParser, GPTError, add_threads, run_cli
 from gpt.fsutil import atomic_write_bytes
+from gpt.model import GPT
 from gpt.model.checkpoint import load_checkpoint
+from gpt.tokenizer import CharTokenizer
 
 
 class Stages:
@@ -87,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=tuple(SCHEMES), action="append", default=[],
                    help="also write OUT.<kind>.onnx (see above); repeatable")
     p.add_argument("--genai", action="store_true", help="also write genai_config.json for onnxruntime-genai")
+    p.add_argument("--explain", action="store_true", help="also write OUT.explain.onnx for the web page's explorer "
+                   "(attention, q/k/v and logit lens of a whole text)")
     p.add_argument("--no-verify", action="store_true", help="skip onnx.checker and the onnxruntime parity check")
     p.add_argument("--eval", action="store_true", help="val loss of the ONNX file(s) over the whole val split")
     p.add_argument("--data", type=Path, help="text the checkpoint was trained on (default: Tiny Shakespeare)")
@@ -111,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     kinds = list(dict.fromkeys(args.quantize))
     names = ["export"] + ([] if args.no_verify else ["onnx.checker", "parity vs PyTorch"])
-    names += [f"quantize {kind}" for kind in kinds] + ["genai_config.json"] * args.genai + ["val loss"] * args.eval
+    names += [f"quantize {kind}" for kind in kinds] + ["genai_config.json"] * args.genai
+    names += ["explain graph"] * args.explain + ["val loss"] * args.eval
     stages = Stages(names)
     files = [("fp32", out)]
     diffs: dict[str, dict] = {}
@@ -144,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from export.genai import write_genai_config
 
                 write_genai_config(out, model.config)
+        if args.explain:
+            with stages("explain graph"):
+                write_explain(out, model, tokenizer, verify=not args.no_verify)
         if args.eval:
             with stages("val loss"):
                 for kind, path in files:
@@ -152,6 +164,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         stages.close()
     print_report(files, diffs, losses, args.opset, kinds)
     return 0
+
+
+def write_explain(out: Path, model: GPT, tokenizer: CharTokenizer, verify: bool) -> None:
+    """OUT.explain.onnx, checked like OUT (onnx.checker, logits against PyTorch) unless --no-verify."""
+    path = explain_path(out)
+    proto = export_explain_proto(model)
+    add_explain_metadata(proto, tokenizer, model)
+    try:
+        atomic_write_bytes(path, serialize(proto))
+    except OSError as e:
+        raise GPTError(f"cannot write {path}: {e.strerror or e}") from None
+    if verify:
+        check_model(path)
+        diff = explain_parity(path, model)
+        if diff > TOLERANCE:
+            raise GPTError(f"the explain graph's logits differ from PyTorch by {diff:.2e} > {TOLERANCE:.0e}; "
+                           f"{path} is kept for inspection")
+    print(f"explain: {path} ({path.stat().st_size / 1e6:.2f} MB; q, k, v, attention and logit lens of a whole "
+          f"text)" + (f", max |diff| {diff:.2e} against PyTorch" if verify else ""))
 
 
 def print_report(files: list[tuple[str, Path]], diffs: dict[str, dict], losses: dict[str, float], opset: int,

@@ -6,12 +6,17 @@
 
 Any static host serves the site too (the docs' web page says which headers it should send).
 
-The site is `index.html`, our `gpt.js`, the model as `model.onnx`, and onnxruntime-web's wasm runtime (the
-version pinned in web/package.json, fetched by `npm ci` into web/node_modules on first use, never committed).
-The file is checked as the page will run it: opened by onnxruntime first (loadable, with our metadata, as
-`gpt.sample` reads it), then, once the site is written, by onnxruntime-web's wasm backend under Node (a prefill
-and a decode step through the site's own gpt.js). Both layouts run there; `onnx` is the faster one in a
-browser (see the docs' web page).
+With `OUT.explain.onnx` beside the file (`python -m export.onnx --ckpt out --attention onnx --explain`), the site
+is written with it as `explain.onnx` and the page gets its explorer: for any character, its attention in every
+head and layer, one head's q·k/√d, mask, softmax and weighted sum of v, the next-character distribution under
+temperature / top-k / top-p, and the logit lens, live while the model writes (the docs' web page).
+
+The site is `index.html`, our `gpt.js`, `explain.js` and `explorer.js`, the model as `model.onnx`, and
+onnxruntime-web's wasm runtime (the version pinned in web/package.json, fetched by `npm ci` into web/node_modules
+on first use, never committed). The file is checked as the page will run it: opened by onnxruntime first
+(loadable, with our metadata, as `gpt.sample` reads it), then, once the site is written, by onnxruntime-web's
+wasm backend under Node (a prefill and a decode step through the site's own gpt.js; the explain graph's logits
+must equal the model's). Both layouts run there; `onnx` is the faster one in a browser (see the docs' web page).
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from export.explain import explain_path
 from export.static_server import check_port, serve
 from gpt.decode.backends.ort_session import open_session
 from gpt.errors import ArgumentParser, GPTError, run_cli
 
 WEB = Path(__file__).resolve().parents[1] / "web"
 PACKAGE = "onnxruntime-web"
-PAGE_FILES = ("index.html", "gpt.js")
+PAGE_FILES = ("index.html", "gpt.js", "explain.js", "explorer.js")
+EXPLAIN = "explain.onnx"  # the explorer's graph in the site; the page runs without it
 RUNTIME_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 REEXPORT = "re-export it with `python -m export.onnx --ckpt out --attention onnx`"
 
@@ -64,16 +71,18 @@ def runtime_dir() -> Path:
 
 
 def check_on_wasm(site: Path, onnx: Path) -> str:
-    """The layout, once onnxruntime-web's wasm backend has run a prefill and a step of the site's model."""
+    """The layout (`onnx explain` with the explorer's graph), once onnxruntime-web's wasm backend has run a prefill
+    and a step of the site's model, and the explain graph on the same text."""
     r = run_tool(["node", "check.mjs", str(site.resolve())], "checking the model on onnxruntime-web", timeout=300)
     if r.returncode != 0 or not r.stdout.startswith("ok "):
         reason = " ".join((r.stdout + r.stderr).split())[:300] or f"node exited with status {r.returncode}"
         raise GPTError(f"{onnx} cannot run on {PACKAGE} {pinned_version()} (wasm): {reason}; {REEXPORT}")
-    return r.stdout.split()[1]
+    return " ".join(r.stdout.split()[1:])
 
 
 def build_site(onnx: Path, out: Path) -> str:
-    """Write the site into `out` and check its model on wasm; returns the model's layout."""
+    """Write the site into `out` (with the explain graph beside `onnx`, if there is one) and check its model on
+    wasm; returns what check_on_wasm says."""
     if out.exists() and not out.is_dir():
         raise GPTError(f"--out {out} exists and is not a directory")
     open_session(onnx, threads=1)  # loadable, and our metadata: the messages gpt.sample gives
@@ -84,6 +93,11 @@ def build_site(onnx: Path, out: Path) -> str:
     for name in RUNTIME_FILES:
         shutil.copyfile(dist / name, out / name)
     shutil.copyfile(onnx, out / "model.onnx")
+    explain = explain_path(onnx)
+    if explain.is_file():
+        shutil.copyfile(explain, out / EXPLAIN)
+    else:
+        (out / EXPLAIN).unlink(missing_ok=True)  # a site written before from another file
     return check_on_wasm(out, onnx)
 
 
@@ -112,10 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def write(onnx: Path, out: Path, serving: bool) -> None:
-    layout = build_site(onnx, out)
+    layout, *explain = build_site(onnx, out).split()
     size = sum((out / n).stat().st_size for n in RUNTIME_FILES) / 1e6
     print(f"wrote {out}/: {', '.join(PAGE_FILES)}, model.onnx ({layout} layout, "
           f"{(out / 'model.onnx').stat().st_size / 1e6:.1f} MB), {PACKAGE} {pinned_version()} ({size:.1f} MB)")
+    if explain:
+        print(f"explorer: {EXPLAIN} ({(out / EXPLAIN).stat().st_size / 1e6:.1f} MB, from {explain_path(onnx)})")
+    else:
+        print(f"no explorer: {explain_path(onnx)} is missing; `python -m export.onnx --ckpt out --attention onnx "
+              f"--explain --out {onnx}` writes it")
     if layout == "gqa":
         print("note: the gqa layout runs on wasm at about half the tokens/s of the onnx layout (wasm copies every "
               "input and output, so its in-place cache buys nothing there); `python -m export.onnx --ckpt out "

@@ -149,7 +149,7 @@ function random(seed) {
   };
 }
 
-function softmax(x) {
+export function softmax(x) {
   const max = Math.max(...x);
   const e = x.map((v) => Math.exp(v - max));
   const sum = e.reduce((s, v) => s + v, 0);
@@ -171,20 +171,31 @@ export function filterLogits(logits, topK, topP) {
   return x;
 }
 
+function argmax(x) {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
+
+/** The distribution the sampler draws from (temperature, then top-k and top-p); temperature 0 is all on the argmax
+ * (first on ties). The explorer shows it. */
+export function samplingProbs(logits, { temperature, topK, topP }) {
+  const best = argmax(logits);
+  if (temperature === 0) return Array.from(logits, (_, i) => (i === best ? 1 : 0));
+  return softmax(filterLogits(Array.from(logits, (v) => (v - logits[best]) / temperature), topK, topP));
+}
+
 /** Temperature, top-k and top-p as gpt.decode.sampler.Sampler does them; temperature 0 is argmax (first on ties). */
 export function makeSampler({ temperature, topK, topP, seed }) {
   const rand = random(seed);
   return (logits) => {
-    let best = 0;
-    for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
-    if (temperature === 0) return best;
-    const x = filterLogits(Array.from(logits, (v) => (v - logits[best]) / temperature), topK, topP);
-    const probs = softmax(x);
+    if (temperature === 0) return argmax(logits);
+    const probs = samplingProbs(logits, { temperature, topK, topP });
     const total = probs.reduce((s, v) => s + v, 0);
     const u = rand() * total;
     let cdf = 0, token = 0;
     for (const p of probs) { cdf += p; if (cdf <= u) token++; else break; }
-    return Math.min(token, x.length - 1);
+    return Math.min(token, probs.length - 1);
   };
 }
 
