@@ -33,7 +33,7 @@ MUTANTS = [
            (("            token = int(sample_tokens(row[None].astype(np.float64), *settings, "
              "uniforms[len(out):len(out) + 1])[0])\n",
              "            token = int(np.argmax(row))\n"),),
-           ("tests/test_speculative.py::test_the_exported_model_writes_plain_decodings_text_with_distilled_drafts",)),
+           ("tests/test_speculative.py::test_the_distilled_table_holds_the_models_mean_distribution_after_each_context",)),
     Mutant("a refill of draws drops the ones not yet taken", "gpt/decode/sampler.py",
            (("            self.buffer = np.concatenate([self.buffer[self.at:], self.rng.random(max(n, self.BLOCK))])\n",
              "            self.buffer = self.rng.random(max(n, self.BLOCK))\n"),),

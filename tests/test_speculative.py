@@ -11,7 +11,7 @@ import pytest
 from conftest import PERIODIC_TEXT
 
 from gpt.decode.loop import generate
-from gpt.decode.sampler import Sampler, SamplingParams, filter_logits, softmax
+from gpt.decode.sampler import Sampler, SamplingParams, filter_logits, sample_tokens, softmax
 from gpt.decode.speculative.loop import Pacer, SpeculativeStats, generate_speculative, model_tokens
 from gpt.decode.speculative.ngram import NgramDrafter, NgramIndex, self_match, suffix_array
 from gpt.errors import GPTError
@@ -246,7 +246,7 @@ def test_the_distilled_table_holds_the_models_mean_distribution_after_each_conte
     """A lookup gives the mean of the model's distributions after every occurrence of the longest suffix of the
     context that occurs at least min_count times (at most MAX_CONTEXT characters); none where even one
     character is rarer."""
-    from gpt.decode.speculative.distilled import MAX_CONTEXT, DistilledTable
+    from gpt.decode.speculative.distilled import MAX_CONTEXT, DistilledDrafter, DistilledTable
 
     V, block = 4, 16
     rng = np.random.default_rng(0)
@@ -273,6 +273,22 @@ def test_the_distilled_table_holds_the_models_mean_distribution_after_each_conte
         want = np.log(probs[ends(context[-n:])].mean(axis=0))
         np.testing.assert_allclose(table.lookup(context).astype(np.float64), want, atol=3e-3)
     assert table.lookup([0, 1, 3]) is None
+
+    drafter = DistilledDrafter(table)  # each draft: the sampler on the looked-up row, with that position's draw
+    for params in (SamplingParams(0.0), SamplingParams(1.0), SamplingParams(0.7, top_k=2)):
+        for trial in range(20):
+            history, draws = rng.choice(3, 10).tolist(), rng.random(4)
+            draft = drafter.propose(history, 4, params, draws)
+            context = list(history)
+            for j, token in enumerate(draft):
+                row = table.lookup(context)[None].astype(np.float64)
+                want = sample_tokens(row, np.array([params.temperature]), np.array([params.top_k]),
+                                     np.array([params.top_p]), draws[j:j + 1])
+                assert token == int(want[0]), (params, trial, j)
+                context.append(token)
+            assert len(draft) == 4 or table.lookup(context) is None  # fewer only where no context is held
+    seen = {tuple(drafter.propose([0, 1, 2], 1, SamplingParams(1.0), np.array([u]))) for u in np.linspace(0, 0.99, 12)}
+    assert len(seen) > 1  # the draws choose among the row's characters
 
 
 def test_the_distilled_table_round_trips_and_is_tied_to_its_model(real_model, shakespeare_slice, tmp_path):
