@@ -24,6 +24,7 @@ import numpy as np
 
 from gpt.data import sha256_of
 from gpt.decode.sampler import SamplingParams, sample_tokens
+from gpt.decode.speculative.ngram import HISTORY, self_match
 from gpt.decode.speculative.training_text import load_npz, save_npz
 from gpt.errors import GPTError
 
@@ -32,6 +33,7 @@ TABLE_VERSION = 1
 MAX_CONTEXT = 8  # characters of context looked up (measured: docs/speculative.md)
 MIN_COUNT = 12  # occurrences a context needs in the training split to get a row (8.7 MB for the `cpu` preset)
 WINDOWS_PER_RUN = 8  # block_size windows of the training split per batched run of the model
+SELF_MATCH = 8  # characters of the greedy text's end seen earlier in it, to copy what followed them
 FLOOR = -30.0  # the log-probability stored for a character the model never gives weight there
 
 
@@ -123,12 +125,19 @@ class DistilledTable:
 
 class DistilledDrafter:
     """`propose(history, k)`: k characters, each sampled from the table's row for the text so far (drafts
-    included) with the draw the model will spend there; fewer only where the table holds no context."""
+    included) with the draw the model will spend there; fewer only where the table holds no context. Greedy text
+    repeats itself: where its last SELF_MATCH or more characters occurred earlier in it, what followed them then
+    is copied instead (as the ngram drafter does), which the model keeps more often than the table's argmax."""
 
     def __init__(self, table: DistilledTable):
         self.table = table
 
     def propose(self, history: Sequence[int], k: int, params: SamplingParams, uniforms: np.ndarray) -> list[int]:
+        if params.temperature == 0 and len(self.table.vocab) < 256:
+            text = bytes(history[-HISTORY:])
+            n, at = self_match(text)
+            if n >= SELF_MATCH:
+                return list(text[at:at + k])
         context = list(history[-MAX_CONTEXT:])
         out: list[int] = []
         settings = np.array([params.temperature]), np.array([params.top_k]), np.array([params.top_p])
