@@ -55,7 +55,7 @@ def tables(report: dict, targets: str = "") -> str:
              "interleaved; every speculative text checked equal to plain decoding's.", ""]
     for section in dict.fromkeys(r["section"] for r in report["rows"]):
         rows = [r for r in report["rows"] if r["section"] == section]
-        keys = [k for k in rows[0] if k != "section"]
+        keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k != "section"]  # speculative rows add some
         lines += [f"**{section}**", "", "| " + " | ".join(LABELS.get(k, k) for k in keys) + " |",
                   "|" + "---|" * len(keys)]
         for r in rows:
