@@ -34,12 +34,21 @@ def rows(models: list[dict]) -> list[list[str]]:
     return out
 
 
+TARGET = 1.0  # issue 38: ours ÷ genai's loop per step, every shape (then 1.2)
+
+
+def verdict(model: dict) -> str:
+    ratio = model["genai_us"] / model["uninstrumented_us"]
+    return "met" if ratio >= TARGET else f"missed by {TARGET - ratio:.2f}"
+
+
 def beside(models: list[dict]) -> list[list[str]]:
     """bench.step's step, genai's loop and the limits, each with what it is made of."""
     return [
         ["the same step uninstrumented (bench.step's loop)", *(fmt(m["uninstrumented_us"], 1) for m in models)],
         ["onnxruntime-genai's loop, same file (÷ ours uninstrumented)",
          *(f"{fmt(m['genai_us'], 1)} ({m['genai_us'] / m['uninstrumented_us']:.2f}×)" for m in models)],
+        [f"target: ours at least as fast as genai's loop ({TARGET:.1f}×)", *(verdict(m) for m in models)],
         ["bandwidth limit at the DRAM copy rate",
          *(f"{fmt(m['dram_limit_us'], 2)} ({m['bytes_per_step'] / 1e6:.2f} MB)" for m in models)],
         ["bandwidth limit at the working set's copy rate",
