@@ -500,3 +500,18 @@ def test_the_pacer_weighs_rounds_by_the_characters_they_keep():
         slow.record(drafted, kept, seconds)
     asked = [slow.drafts(4) for _ in range(Pacer.PROBE)]
     assert asked[:-1] == [0] * (Pacer.PROBE - 1) and asked[-1] == 4
+
+
+def test_a_large_model_distils_from_every_nth_window():
+    """A strided pass runs the model on windows 0, stride, 2 stride, ... only, and keeps their contexts."""
+    from gpt.decode.speculative.distilled import DistilledTable
+
+    block, ids = 4, np.arange(40) % 3
+    seen = []
+
+    def model(windows: np.ndarray) -> np.ndarray:
+        seen.extend(w.tolist() for w in windows)
+        return np.zeros((*windows.shape, 3), dtype=np.float32)
+
+    DistilledTable.build(model, block, ids, list("abc"), "t", "m", say=lambda _: None, min_count=1, stride=3)
+    assert seen == [ids[i * block:(i + 1) * block].tolist() for i in (0, 3, 6, 9)]

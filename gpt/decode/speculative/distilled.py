@@ -33,6 +33,9 @@ TABLE_VERSION = 1
 MAX_CONTEXT = 8  # characters of context looked up (measured: docs/speculative.md)
 MIN_COUNT = 12  # occurrences a context needs in the training split to get a row (8.7 MB for the `cpu` preset)
 WINDOWS_PER_RUN = 8  # block_size windows of the training split per batched run of the model
+# parameters x characters the distilling pass may take: the whole training split of Tiny Shakespeare for the `cpu`
+# preset (about a minute on 2 cores), every 6th window for `shakespeare`, every 43rd for `large`
+DISTIL_BUDGET = 2.0e12
 SELF_MATCH = 8  # characters of the greedy text's end seen earlier in it, to copy what followed them
 FLOOR = -30.0  # the log-probability stored for a character the model never gives weight there
 
@@ -63,14 +66,17 @@ class DistilledTable:
     @classmethod
     def build(cls, logits_of: Callable[[np.ndarray], np.ndarray], block_size: int, train_ids: np.ndarray,
               vocab: list[str], text_sha256: str, model_sha256: str, say=print,
-              min_count: int = MIN_COUNT) -> DistilledTable:
-        """`logits_of(ids [B, T]) -> [B, T, V]` is the model's prefill over whole windows of the training split."""
+              min_count: int = MIN_COUNT, stride: int = 1) -> DistilledTable:
+        """`logits_of(ids [B, T]) -> [B, T, V]` is the model's prefill over whole windows of the training split:
+        every `stride`-th block_size window of it."""
         V, started = len(vocab), time.perf_counter()
         windows = len(train_ids) // block_size
         if windows == 0:
             raise GPTError(f"the training split ({len(train_ids)} characters) is shorter than one block "
                            f"({block_size}): nothing to distil the drafter from")
-        ids = np.asarray(train_ids[:windows * block_size], dtype=np.int64)
+        ids = np.asarray(train_ids[:windows * block_size], dtype=np.int64).reshape(windows, block_size)
+        ids = ids[::stride].reshape(-1)
+        windows = len(ids) // block_size
         probs = np.empty((len(ids), V), dtype=np.float32)
         for first in range(0, windows, WINDOWS_PER_RUN):
             lo, hi = first * block_size, min(windows, first + WINDOWS_PER_RUN) * block_size
@@ -175,7 +181,13 @@ def open_table(model, train_ids: np.ndarray | None, text_sha256: str | None, say
 
     say(f"distilling the drafter from {model.path} over the training split (once; saved to {path})")
     full = open_onnx(model.path)  # every core: the model runs whole windows, not one step
+    m = model.meta
+    parameters = 12 * m.n_layer * m.n_embd ** 2 + len(m.vocab) * m.n_embd
+    stride = max(1, math.ceil(parameters * len(train_ids) / DISTIL_BUDGET))
+    if stride > 1:
+        say(f"distilling from every {stride}th window of the training split (a model of ~{parameters / 1e6:.0f}M "
+            "parameters: the whole split would take too long)")
     table = DistilledTable.build(full.logits, model.block_size, train_ids, model.vocab, text_sha256 or "",
-                                 model_sha256, say)
+                                 model_sha256, say, stride=stride)
     table.save(path)
     return table
