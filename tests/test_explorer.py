@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import PERIODIC_TEXT, run_module
-from test_web import CHROMIUM, DRIVER, TIMEOUT, chromium_driver, wait_for
+from test_web import TIMEOUT, wait_for
 
 from export.explain import export_explain_proto
 from export.static_server import make_server
@@ -76,17 +76,6 @@ def serving(site: Path) -> Iterator[str]:
 def url(site) -> Iterator[str]:
     with serving(site) as address:
         yield address
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not (CHROMIUM and DRIVER):
-        pytest.skip("no Chromium: install Debian's chromium and chromium-driver (apt-get install chromium "
-                    "chromium-driver) to run the browser tests")
-    pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
-    driver = chromium_driver()
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture(scope="module")

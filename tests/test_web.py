@@ -26,8 +26,6 @@ from gpt.decode.loop import generate
 from gpt.decode.sampler import Sampler, SamplingParams, filter_logits
 from gpt.errors import GPTError
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
 PROMPT = "ROMEO:"
 TIMEOUT = 120  # seconds for the page to load or to generate, on a busy 2-core machine
 
@@ -56,28 +54,6 @@ def urls(sites) -> Iterator[dict[str, str]]:
     for server in servers.values():
         server.shutdown()
         server.server_close()
-
-
-def chromium_driver():
-    """Headless Debian chromium through its chromium-driver (nothing is downloaded)."""
-    from selenium import webdriver
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1000,900"):
-        options.add_argument(arg)
-    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not (CHROMIUM and DRIVER):
-        pytest.skip("no Chromium: install Debian's chromium and chromium-driver (apt-get install chromium "
-                    "chromium-driver) to run the browser tests")
-    pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
-    driver = chromium_driver()
-    yield driver
-    driver.quit()
 
 
 def state(browser) -> str:
