@@ -82,36 +82,55 @@ def our_runners(model: OrtDecoder, drafters: dict[str, Drafter], tokens: int, dr
     return runners
 
 
-def genai_runners(onnx: Path, threads: int, tokens: int, draft_tokens: int) -> list[Runner]:
+def genai_runners(onnx: Path, threads: int, tokens: int, draft_tokens: int, draft: Path | None) -> list[Runner]:
     """onnxruntime-genai's own loop on the file (prompt + tokens within block_size: it slides no window),
-    plain and with its n-gram speculation (0.18: `speculative.ngram_size`, `max_draft_tokens`)."""
+    plain, with its n-gram speculation (0.18: `speculative.ngram_size`, `max_draft_tokens`) and, given a draft
+    file with its genai_config.json, with its draft-model speculation (the config's `model.draft` section)."""
     why = genai_missing(onnx)
     if why:
         print(f"onnxruntime-genai's rows are skipped: {why}")
         return []
     og, model = open_genai(onnx, threads)
 
-    def run(ids: list[int], temperature: float, seed: int, speculative: bool) -> list[int]:
-        params = og.GeneratorParams(model)
-        length = len(ids) + tokens
-        params.set_search_options(max_length=length, min_length=length, do_sample=temperature > 0,
-                                  **({"temperature": temperature, "top_k": 0, "random_seed": seed}
-                                     if temperature > 0 else {}))
-        if speculative:
-            params.set_speculative_options(ngram_size=3, max_draft_tokens=draft_tokens)
-        generator = og.Generator(model, params)
-        generator.append_tokens(np.asarray([ids], dtype=np.int32))
-        while not generator.is_done():
-            generator.generate_next_token()
-        return generator.get_sequence(0)[len(ids):].tolist()
+    def runner(name: str, model, speculative: dict) -> Runner | None:
+        def run(ids: list[int], temperature: float, seed: int) -> list[int]:
+            params = og.GeneratorParams(model)
+            length = len(ids) + tokens
+            params.set_search_options(max_length=length, min_length=length, do_sample=temperature > 0,
+                                      **({"temperature": temperature, "top_k": 0, "random_seed": seed}
+                                         if temperature > 0 else {}))
+            if speculative:
+                params.set_speculative_options(**speculative)
+            generator = og.Generator(model, params)
+            generator.append_tokens(np.asarray([ids], dtype=np.int32))
+            while not generator.is_done():
+                generator.generate_next_token()
+            return generator.get_sequence(0)[len(ids):].tolist()
 
-    runners = [Runner("onnxruntime-genai loop", lambda ids, t, s: run(ids, t, s, False))]
-    try:
-        run([0, 1, 2], 0.0, 0, True)
-        runners.append(Runner("onnxruntime-genai ngram speculation", lambda ids, t, s: run(ids, t, s, True)))
-    except Exception as e:  # its speculation may refuse a file or an option: say so and go on
-        print(f"onnxruntime-genai's n-gram speculation did not run on {onnx}: {' '.join(str(e).split())[:200]}")
-    return runners
+        try:
+            run([0, 1, 2], 0.0, 0)
+        except Exception as e:  # its speculation may refuse a file or an option: say so and go on
+            print(f"{name} did not run on {onnx}: {' '.join(str(e).split())[:200]}")
+            return None
+        return Runner(name, run)
+
+    loop = runner("onnxruntime-genai loop", model, {})
+    if loop is None:
+        return []  # the rows beside genai are ratios to its loop
+    ngram = {"ngram_size": 3, "max_draft_tokens": draft_tokens}
+    runners = [loop, runner("onnxruntime-genai ngram speculation", model, ngram)]
+    why = None if draft is None else genai_missing(draft)
+    if why:
+        print(f"onnxruntime-genai's draft-model speculation is skipped: {why}")
+    elif draft is not None:
+        try:
+            with_draft = open_genai(onnx, threads, draft)[1]
+        except Exception as e:  # a draft it cannot load: say so and go on
+            print(f"onnxruntime-genai did not load {draft} as a draft: {' '.join(str(e).split())[:200]}")
+        else:
+            runners.append(runner("onnxruntime-genai draft-model speculation", with_draft,
+                                  {"max_draft_tokens": draft_tokens}))
+    return [r for r in runners if r is not None]
 
 
 def time_batch1(runners: list[Runner], prompts: list[list[int]], rounds: int, temperature: float) -> dict:
@@ -203,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     drafters = open_drafters(args, model)
     runners = our_runners(model, drafters, args.tokens, args.draft_tokens)
     genai = [] if args.no_genai else genai_runners(args.onnx, args.threads, model.block_size - GENAI_PROMPT,
-                                                   args.draft_tokens)
+                                                   args.draft_tokens, args.draft)
     rows: list[dict] = []
     for temperature in TEMPERATURES:
         rows += batch1_rows(args, model, drafters, runners, genai, prompts, temperature)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -28,12 +29,19 @@ def genai_block_size(onnx: Path) -> int:
     return json.loads((onnx.parent / CONFIG).read_text())["search"]["max_length"]
 
 
-def open_genai(onnx: Path, threads: int, **overlay: Any) -> tuple[ModuleType, Any]:
-    """(the onnxruntime_genai module, its Model of `onnx` with `threads` intra-op threads); `overlay` adds
-    top-level sections of genai_config.json (e.g. `engine`)."""
+def open_genai(onnx: Path, threads: int, draft: Path | None = None, **overlay: Any) -> tuple[ModuleType, Any]:
+    """(the onnxruntime_genai module, its Model of `onnx` with `threads` intra-op threads); `draft`: a smaller
+    file (with its own genai_config.json beside it) as the model's `draft` section, for genai's draft-model
+    speculation; `overlay` adds top-level sections of genai_config.json (e.g. `engine`)."""
     import onnxruntime_genai as og
 
+    threads_option = {"intra_op_num_threads": threads}
+    model: dict[str, Any] = {"decoder": {"filename": onnx.name, "session_options": threads_option}}
+    if draft is not None:
+        section = json.loads((draft.parent / CONFIG).read_text())["model"]["decoder"]
+        where = os.path.relpath(draft.resolve(), onnx.parent.resolve())  # genai joins it to the config's folder
+        model["draft"] = section | {"filename": where,
+                                    "session_options": section.get("session_options", {}) | threads_option}
     config = og.Config(str(onnx.parent))
-    config.overlay(json.dumps({**overlay, "model": {"decoder": {
-        "filename": onnx.name, "session_options": {"intra_op_num_threads": threads}}}}))
+    config.overlay(json.dumps({**overlay, "model": model}))
     return og, og.Model(config)
