@@ -515,3 +515,22 @@ def test_a_large_model_distils_from_every_nth_window():
 
     DistilledTable.build(model, block, ids, list("abc"), "t", "m", say=lambda _: None, min_count=1, stride=3)
     assert seen == [ids[i * block:(i + 1) * block].tolist() for i in (0, 3, 6, 9)]
+
+
+def test_a_drafter_is_made_only_from_the_models_own_training_text(tmp_path):
+    """ngram and distilled alike: the text read to make their file is checked against the sha256 the export
+    recorded; once the file exists beside the model, no text is read."""
+    import hashlib
+
+    from gpt.decode.speculative.drafters import train_split
+    from gpt.errors import GPTError
+
+    text = tmp_path / "input.txt"
+    text.write_text(PERIODIC_TEXT[:3000])
+    ours = hashlib.sha256(PERIODIC_TEXT[:3000].encode()).hexdigest()
+    model = tmp_path / "model.onnx"
+    assert train_split(text, tmp_path, model, "ngram.npz", ours)[1] == ours
+    with pytest.raises(GPTError, match="is not the one the model was trained on .*pass that one with --ngram-text"):
+        train_split(text, tmp_path, model, "distilled.npz", "0" * 64)
+    (tmp_path / "distilled.npz").write_bytes(b"")
+    assert train_split(text, tmp_path, model, "distilled.npz", "0" * 64) == (None, None)

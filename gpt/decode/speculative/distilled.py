@@ -159,7 +159,8 @@ class DistilledDrafter:
 
 def open_table(model, train_ids: np.ndarray | None, text_sha256: str | None, say=print) -> DistilledTable:
     """The table saved beside `model`'s file (`distilled.npz`), checked against the file and its training text;
-    distilled from the model over `train_ids` (the training split) and saved when there is none."""
+    distilled from the model over `train_ids` (the training split, checked by `drafters.train_split`) and saved
+    when there is none."""
     path = Path(model.path).parent / TABLE_FILE
     model_sha256 = sha256_of(Path(model.path))
     if path.is_file():
@@ -173,10 +174,6 @@ def open_table(model, train_ids: np.ndarray | None, text_sha256: str | None, say
         return table
     if train_ids is None:
         raise GPTError(f"no distilled table at {path} and no training text to distil it from")
-    data_sha256 = model.meta.data_sha256
-    if data_sha256 and text_sha256 and text_sha256 != data_sha256:
-        raise GPTError(f"the training text given (sha256 {text_sha256[:12]}...) is not the one the model was trained "
-                       f"on ({data_sha256[:12]}...): pass that one with --ngram-text")
     from gpt.decode.backends.ort_decoder import open_onnx
 
     say(f"distilling the drafter from {model.path} over the training split (once; saved to {path})")

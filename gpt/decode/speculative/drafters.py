@@ -39,14 +39,15 @@ def open_drafter(spec: str, model: Verifier, threads: int | None = None, ngram_t
     if spec == "distilled":
         from gpt.decode.speculative.distilled import TABLE_FILE, DistilledDrafter, open_table
 
-        text, text_sha256 = train_split(ngram_text, data_dir, model.path, TABLE_FILE)
-        return DistilledDrafter(open_table(model, None if text is None else encode_text(text, meta.vocab), text_sha256,
-                                                    say=say))
+        text, text_sha256 = train_split(ngram_text, data_dir, model.path, TABLE_FILE, meta.data_sha256)
+        ids = None if text is None else encode_text(text, meta.vocab)
+        return DistilledDrafter(open_table(model, ids, text_sha256, say=say))
     if spec == "ngram":
         from gpt.decode.speculative.ngram import INDEX_FILE, NgramDrafter, open_index
 
         return NgramDrafter(open_index(Path(model.path), meta.vocab, meta.data_sha256,
-                                       *train_split(ngram_text, data_dir, model.path, INDEX_FILE), say=say))
+                                       *train_split(ngram_text, data_dir, model.path, INDEX_FILE, meta.data_sha256),
+                                       say=say))
     path = Path(spec)
     if path.suffix != ".onnx" or not path.exists():
         raise GPTError(f"speculative takes `distilled`, `ngram` or a draft model's .onnx file; {spec} is none of them"
@@ -60,10 +61,11 @@ def open_drafter(spec: str, model: Verifier, threads: int | None = None, ngram_t
     return ModelDrafter(draft, meta.vocab, meta.block_size)
 
 
-def train_split(ngram_text: Path | None, data_dir: Path, model_path: Path,
-                saved: str) -> tuple[str | None, str | None]:
+def train_split(ngram_text: Path | None, data_dir: Path, model_path: Path, saved: str,
+                data_sha256: str | None) -> tuple[str | None, str | None]:
     """(the training split, the sha256 of its whole text) to build a drafter's file from; (None, None) if that
-    file (`saved`) already exists beside the model."""
+    file (`saved`) already exists beside the model. A text other than the one the model was trained on (its
+    `data_sha256`, when the export recorded one) is refused."""
     if (Path(model_path).parent / saved).is_file():
         return None, None
     path = Path(ngram_text) if ngram_text else Path(data_dir) / RELATIVE_PATH
@@ -71,5 +73,8 @@ def train_split(ngram_text: Path | None, data_dir: Path, model_path: Path,
         raise GPTError(f"the drafter is made from the training text once; {path} does not exist: "
                        "run `python -m gpt.data` or pass --ngram-text FILE")
     text = load_text(path)
-    return split(text)[0], hashlib.sha256(text.encode("utf-8")).hexdigest()
-
+    text_sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if data_sha256 and text_sha256 != data_sha256:
+        raise GPTError(f"the training text given (sha256 {text_sha256[:12]}...) is not the one the model was trained "
+                       f"on ({data_sha256[:12]}...): pass that one with --ngram-text")
+    return split(text)[0], text_sha256
