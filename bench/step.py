@@ -76,9 +76,7 @@ class EngineLoop:
         for context in range(2, self.block_size):
             t0 = clock()
             logits = runner.decode(tokens, lengths, B)
-            uniform = np.array([d.peek(1)[0] for d in draws])  # as gpt.engine.core spends them
-            for d in draws:
-                d.take(1)
+            uniform = np.array([d.draw(1)[0] for d in draws])  # as gpt.engine.core spends them
             tokens = sample_tokens(logits, temperature, top_k, top_p, uniform)
             t1 = clock()
             lengths += 1

@@ -87,8 +87,7 @@ class ItemisedLoop:
             t0 = clock()
             logits = runner.decode(tokens, lengths, 1)
             t1 = clock()
-            uniform = np.array([draws.peek(1)[0]])  # as the engine spends its draws
-            draws.take(1)
+            uniform = np.array([draws.draw(1)[0]])  # as the engine spends its draws
             t2 = clock()
             tokens = sample_tokens(logits, temperature, top_k, top_p, uniform)
             t3 = clock()

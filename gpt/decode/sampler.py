@@ -154,6 +154,12 @@ class Uniforms:
             self.peek(n)
             self.at += n
 
+    def draw(self, n: int) -> np.ndarray:
+        """The next n draws, spent (`peek` then `take`)."""
+        drawn = self.peek(n)
+        self.take(n)
+        return drawn
+
 
 class Sampler:
     """A batch with one setting and one seeded numpy Generator; temperature 0 is argmax (and draws nothing).
@@ -172,6 +178,4 @@ class Sampler:
         rows = self._rows.get(B)
         if rows is None:
             rows = self._rows[B] = (np.full(B, p.temperature), np.full(B, p.top_k), np.full(B, p.top_p))
-        uniform = self.uniforms.peek(B)
-        self.uniforms.take(B)
-        return sample_tokens(logits, *rows, uniform)
+        return sample_tokens(logits, *rows, self.uniforms.draw(B))

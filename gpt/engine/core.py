@@ -311,9 +311,7 @@ class Engine:
     def _sample_and_advance(self, rows: list[int], logits: np.ndarray) -> None:
         slots = [self.scheduler.slots[i] for i in rows]
         params = [s.sampling for s in slots]
-        uniform = np.array([s.uniforms.peek(1)[0] for s in slots])
-        for s in slots:
-            s.uniforms.take(1)
+        uniform = np.array([s.uniforms.draw(1)[0] for s in slots])
         tokens = sample_tokens(logits, np.array([p.temperature for p in params]), np.array([p.top_k for p in params]),
                                np.array([p.top_p for p in params]), uniform)
         for i, token in zip(rows, tokens.tolist(), strict=True):
