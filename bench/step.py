@@ -6,9 +6,9 @@ Work per round, for `batch` rows: a 1-token prompt per row, then one step per co
 (the step at context c feeds the token at position c - 1 and attends over c positions), each step sampling
 one token per row at temperature 0.8 (no top-k, no top-p).
 
-    engine  SlotRunner.decode(tokens, lengths, batch) + gpt.decode.sampler.sample_tokens with one uniform per row from
-            the row's own draws (gpt.decode.sampler.Uniforms), as gpt.engine.core does (prefill: SlotRunner.prefill
-            per row)
+    engine  SlotRunner.decode_sampled(tokens, lengths, batch, temperature, uniform) with one uniform per row from
+            the row's own draws (gpt.decode.sampler.Uniforms), as gpt.engine.core does: the run samples too (the
+            sampling head of gpt.decode.sampler_graph; prefill: SlotRunner.prefill per row)
     genai   og.Generator on the same file with its genai_config.json (GeneratorParams batch_size = batch,
             do_sample, temperature 0.8, top_k 0, min_length = max_length = block_size so its end token never
             stops a row): append_tokens of the [batch, 1] prompt, then generate_next_token() until is_done().
@@ -54,11 +54,14 @@ def buckets(block_size: int) -> list[tuple[int, int]]:
 
 
 class EngineLoop:
-    def __init__(self, path: Path, batch: int, threads: int):
+    """The engine's step; with `numpy_sampler`, as it was before the graph sampled: SlotRunner.decode's logits
+    sampled by gpt.decode.sampler.sample_tokens (the same tokens)."""
+
+    def __init__(self, path: Path, batch: int, threads: int, numpy_sampler: bool = False):
         from gpt.engine.runner import SlotRunner
 
         self.runner = SlotRunner(path, batch, threads)
-        self.batch, self.block_size = batch, self.runner.block_size
+        self.batch, self.block_size, self.numpy_sampler = batch, self.runner.block_size, numpy_sampler
 
     def round(self, seed: int) -> np.ndarray:
         """µs of each step, indexed by context (0 and 1 unused)."""
@@ -75,9 +78,11 @@ class EngineLoop:
         clock = time.perf_counter_ns
         for context in range(2, self.block_size):
             t0 = clock()
-            logits = runner.decode(tokens, lengths, B)
             uniform = np.array([d.draw(1)[0] for d in draws])  # as gpt.engine.core spends them
-            tokens = sample_tokens(logits, temperature, top_k, top_p, uniform)
+            if self.numpy_sampler:
+                tokens = sample_tokens(runner.decode(tokens, lengths, B), temperature, top_k, top_p, uniform)
+            else:
+                tokens = runner.decode_sampled(tokens, lengths, B, temperature, uniform)
             t1 = clock()
             lengths += 1
             times[context] = (t1 - t0) / 1e3

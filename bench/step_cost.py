@@ -6,11 +6,13 @@ bandwidth and compute limits.
                                                                             preset's shape: the gqa export, its int8)
 
 The work is bench.step's at batch 1: a 1-token prompt, then one step per context 2 .. block_size - 1, each step
-SlotRunner.decode + gpt.decode.sampler.sample_tokens at temperature 0.8 (no top-k, no top-p). Four loops run
-once per round, interleaved, after a warm-up round: bench.step's engine loop as it is; the same loop with a
-clock between its parts; that again on a session with onnxruntime's profiler on; onnxruntime-genai's generator
-(bench.step's). A figure is µs per step, the mean over the contexts; the rows are the median round's (the
-itemised round with the median total; the profiled round with the median node time), so they add up to its total:
+SlotRunner.decode_sampled at temperature 0.8 (no top-k, no top-p): the run samples too, in the graph's sampling
+head (gpt.decode.sampler_graph), whose nodes show among the node rows. Five loops run once per round,
+interleaved, after a warm-up round: bench.step's engine loop as it is; the same with the numpy sampler on the
+logits instead (the same tokens, as before the head); the first loop with a clock between its parts; that again
+on a session with onnxruntime's profiler on; onnxruntime-genai's generator (bench.step's). A figure is µs per
+step, the mean over the contexts; the rows are the median round's (the itemised round with the median total; the
+profiled round with the median node time), so they add up to its total:
 
     node: OP            onnxruntime's profiler (profiled loop): the `dur` of the graph's nodes of op type OP a
                         step, each less the profiler's bookkeeping inside it (it writes every input's and output's
@@ -20,14 +22,14 @@ itemised round with the median total; the profiled round with the median node ti
                         whole µs, truncated, in both, so that mostly cancels); those nodes get no row
     run outside nodes   the run call as Python clocks it in the unprofiled loop, less the node rows: pybind, the
                         binding's checks, the executor between nodes (and the trivial nodes' kernels)
-    binding and output  SlotRunner.decode less its run call: the ids and attention mask written, the mask
-                        re-bound, the logits returned (a numpy view: the output is bound, nothing is copied)
-    sampler             sample_tokens on the step's logits
-    loop Python         the rest of the step: the uniform's draw, lengths += 1, the loop and its clocks
+    binding and output  SlotRunner.decode_sampled less its run call: the ids, temperature, draw and attention mask
+                        written, the mask re-bound, the tokens returned (a view: the output is bound)
+    sampler             the sampler's Python: the step's uniform draw (the rest is the head's nodes)
+    loop Python         the rest of the step: lengths += 1, the loop and its clocks
     total               one clock at each step's start to the next's
 
-Beside them: bench.step's step uninstrumented (the clocks' cost is the difference); genai's loop
-(generate_next_token, µs per step); the bandwidth limit, bytes a step reads (weights, from the file's
+Beside them: bench.step's step uninstrumented (the clocks' cost is the difference) and with the numpy sampler;
+genai's loop (generate_next_token, µs per step); the bandwidth limit, bytes a step reads (weights, from the file's
 initializers, + the KV cache at the mean context) ÷ the bandwidth of a single-threaded numpy copy (bytes read +
 written per second), at --copy-mib and at the step's own working set (in cache); the compute limit, FLOPs a
 step ÷ onnxruntime's MatMul FLOP/s at --threads. Under the table: what the profiler cost (the profiled run
@@ -75,29 +77,27 @@ class ItemisedLoop:
     def round(self, seed: int) -> dict[str, float]:
         """µs per step of the run call, the binding around it, the sampler, the loop's Python and the whole step:
         the mean over contexts 2 .. block_size - 1."""
-        from gpt.decode.sampler import Uniforms, sample_tokens
+        from gpt.decode.sampler import Uniforms
 
         runner, session, clock = self.runner, self.session, time.perf_counter_ns
         draws = Uniforms(np.random.default_rng(seed), greedy=False)
-        temperature, top_k, top_p = np.full(1, TEMPERATURE), np.zeros(1, dtype=np.int64), np.ones(1)
+        temperature = np.full(1, TEMPERATURE)
         runner.prefill(0, np.array([1], dtype=np.int64), 0)
         tokens, lengths = np.ones(1, dtype=np.int64), np.ones(1, dtype=np.int64)
         marks = []
         for _ in range(2, self.block_size):
             t0 = clock()
-            logits = runner.decode(tokens, lengths, 1)
-            t1 = clock()
             uniform = np.array([draws.draw(1)[0]])  # as the engine spends its draws
+            t1 = clock()
+            tokens = runner.decode_sampled(tokens, lengths, 1, temperature, uniform)
             t2 = clock()
-            tokens = sample_tokens(logits, temperature, top_k, top_p, uniform)
-            t3 = clock()
             lengths += 1
-            marks.append((t0, session.start, session.end, t1, t2, t3))
+            marks.append((t0, t1, session.start, session.end, t2))
         end = clock()
-        t0, r0, r1, t1, t2, t3 = np.array(marks, dtype=np.int64).T
+        t0, t1, r0, r1, t2 = np.array(marks, dtype=np.int64).T
         after = np.append(t0[1:], end)
-        parts = {"run": r1 - r0, "binding": (r0 - t0) + (t1 - r1), "sampler": t3 - t2,
-                 "python": (t2 - t1) + (after - t3), "total": after - t0}
+        parts = {"run": r1 - r0, "binding": (r0 - t1) + (t2 - r1), "sampler": t1 - t0, "python": after - t2,
+                 "total": after - t0}
         return {k: float(v.mean()) / 1e3 for k, v in parts.items()}
 
 
@@ -142,11 +142,12 @@ def median_round(rounds: list, key: Callable) -> Any:
 def measure(path: Path, threads: int, rounds: int, folder: Path) -> dict:
     """Every loop's rounds on `path`, interleaved; the rows of the median rounds and the other loops' medians."""
     plain, itemised = EngineLoop(path, 1, threads), ItemisedLoop(path, threads)
+    numpy_sampler = EngineLoop(path, 1, threads, numpy_sampler=True)
     T = itemised.block_size
     genai = GenaiLoop(path, 1, threads, T)
-    steps, ours, profiled, theirs = kept = [], [], [], []
+    steps, before, ours, profiled, theirs = kept = [], [], [], [], []
     for r in range(rounds + 1):  # round 0 warms every loop up (the profiled loop warms up a session of its own)
-        figures = (plain.round(r)[2:].mean(), itemised.round(r),
+        figures = (plain.round(r)[2:].mean(), numpy_sampler.round(r)[2:].mean(), itemised.round(r),
                    profiled_round(path, threads, r, folder) if r else None, genai.round(r)[2:].mean())
         if r:
             for into, figure in zip(kept, figures, strict=True):
@@ -158,7 +159,8 @@ def measure(path: Path, threads: int, rounds: int, folder: Path) -> dict:
     return {"nodes": dict(sorted(prof.nodes.items(), key=lambda kv: -kv[1])), "parts": parts, "nodes_raw": prof.raw,
             "nodes_per_step": prof.count, "trivial_nodes_per_step": prof.trivial, "bookkeeping_us": prof.bookkeeping,
             "profiler_overhead_us": prof.parts["run"] - mine["run"],
-            "uninstrumented_us": statistics.median(steps), "genai_us": statistics.median(theirs),
+            "uninstrumented_us": statistics.median(steps), "numpy_sampler_us": statistics.median(before),
+            "genai_us": statistics.median(theirs),
             "contexts": [2, T - 1]}
 
 

@@ -8,8 +8,9 @@ from bench.reports.markdown import fmt, table
 
 # The step's parts after its nodes, in the order they are shown; with the nodes, they add up to "total".
 PARTS = ("run outside nodes", "binding and output", "sampler", "loop Python", "total")
-LABELS = {"run outside nodes": "onnxruntime's run call outside its nodes", "binding and output":
-          "binding and output (SlotRunner.decode around the run)", "sampler": "sampler (`sample_tokens`)",
+LABELS = {"run outside nodes": "onnxruntime's run call outside its nodes",
+          "binding and output": "binding and output (SlotRunner around the run)",
+          "sampler": "sampler's Python (`sample_tokens`; with the graph's head, the draw)",
           "loop Python": "the loop's Python", "total": "**total**"}
 
 
@@ -44,8 +45,12 @@ def verdict(model: dict) -> str:
 
 def beside(models: list[dict]) -> list[list[str]]:
     """bench.step's step, genai's loop and the limits, each with what it is made of."""
+    before = [["the same step with the numpy sampler on its logits (÷ ours uninstrumented)",
+               *(f"{fmt(m['numpy_sampler_us'], 1)} ({m['numpy_sampler_us'] / m['uninstrumented_us']:.2f}×)"
+                 for m in models)]] if all("numpy_sampler_us" in m for m in models) else []
     return [
         ["the same step uninstrumented (bench.step's loop)", *(fmt(m["uninstrumented_us"], 1) for m in models)],
+        *before,
         ["onnxruntime-genai's loop, same file (÷ ours uninstrumented)",
          *(f"{fmt(m['genai_us'], 1)} ({m['genai_us'] / m['uninstrumented_us']:.2f}×)" for m in models)],
         [f"target: ours at least as fast as genai's loop ({TARGET:.1f}×)", *(verdict(m) for m in models)],

@@ -103,9 +103,12 @@ def generate(decoder: Decoder, prompt_ids: list[int], max_new_tokens: int, sampl
     out = np.zeros((num_samples, max_new_tokens), dtype=np.int64)
     if max_new_tokens == 0:
         return out
-    logits = decoder.prefill(window)
+    # A decoder whose graph samples (gpt.decode.sampler_graph) takes the step's draws and returns its tokens: the
+    # same draws, spent in the same order, as sampling its logits here.
+    in_graph = isinstance(sampler, Sampler) and sampler.params.plain
+    sampled_step = getattr(decoder, "step_sampled", None) if in_graph else None
+    token = sampler(decoder.prefill(window)).astype(np.int64)
     for i in range(max_new_tokens):
-        token = sampler(logits).astype(np.int64)
         out[:, i] = token
         if on_token is not None:
             on_token(token)
@@ -113,9 +116,11 @@ def generate(decoder: Decoder, prompt_ids: list[int], max_new_tokens: int, sampl
             break
         window, restarted = slide(np.concatenate([window, token[:, None]], axis=1), block)
         if restarted:
-            logits = decoder.prefill(window)
+            token = sampler(decoder.prefill(window)).astype(np.int64)
+        elif sampled_step is not None:
+            token = sampled_step(token[:, None], sampler.rows(num_samples)[0], sampler.uniforms.draw(num_samples))
         else:
-            logits = decoder.step(token[:, None])
+            token = sampler(decoder.step(token[:, None])).astype(np.int64)
     return out
 
 

@@ -30,6 +30,12 @@ class SamplingParams:
         if not 0 < self.top_p <= 1:
             raise GPTError(f"top_p must be in (0, 1], got {self.top_p}")
 
+    @property
+    def plain(self) -> bool:
+        """Sampling from the whole tempered distribution (temperature > 0, no top-k, no top-p): what the graph's own
+        sampler computes (`gpt.decode.sampler_graph`)."""
+        return _plain_row(self.temperature, self.top_k, self.top_p)
+
 
 def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
@@ -170,12 +176,16 @@ class Sampler:
         self.uniforms = Uniforms(np.random.default_rng(params.seed), params.temperature == 0)
         self._rows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # B -> the settings per row
 
-    def __call__(self, logits: np.ndarray) -> np.ndarray:
-        p = self.params
-        if p.temperature == 0:
-            return np.argmax(logits, axis=-1)
-        B = logits.shape[0]
+    def rows(self, B: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The setting per row of a batch of B: temperature, top_k, top_p."""
         rows = self._rows.get(B)
         if rows is None:
+            p = self.params
             rows = self._rows[B] = (np.full(B, p.temperature), np.full(B, p.top_k), np.full(B, p.top_p))
-        return sample_tokens(logits, *rows, self.uniforms.draw(B))
+        return rows
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        if self.params.temperature == 0:
+            return np.argmax(logits, axis=-1)
+        B = logits.shape[0]
+        return sample_tokens(logits, *self.rows(B), self.uniforms.draw(B))

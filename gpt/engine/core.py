@@ -272,8 +272,16 @@ class Engine:
             if slot is not None:  # a row outside this step writes where its own next write will land
                 lengths[i] = slot.cached
                 tokens[i] = slot.window[-1] if i in rows else 0
+        params = [slots[i].sampling for i in rows]
+        in_graph = all(p.plain for p in params)
         try:
-            logits = self.runner.decode(tokens, lengths, n)
+            if in_graph:  # the run samples too (gpt.decode.sampler_graph): rows outside this step sample nothing
+                temperature, uniform = np.ones(n), np.zeros(n)
+                temperature[rows] = [p.temperature for p in params]
+                uniform[rows] = [slots[i].uniforms.draw(1)[0] for i in rows]
+                sampled = self.runner.decode_sampled(tokens, lengths, n, temperature, uniform)[rows].tolist()
+            else:
+                logits = self.runner.decode(tokens, lengths, n)
         except GPTError as e:
             for i in rows:
                 self._fail(i, str(e), "internal")
@@ -281,7 +289,11 @@ class Engine:
         self.steps += 1
         for i in rows:
             slots[i].cached += 1
-        self._sample_and_advance(rows, logits[rows])
+        if not in_graph:
+            self._sample_and_advance(rows, logits[rows])
+            return
+        for i, token in zip(rows, sampled, strict=True):
+            self._advance_safely(i, token)
 
     def _speculate(self, i: int) -> None:
         """One verify run for row i: its unfed token and up to draft_tokens drafts, in its own cache row."""

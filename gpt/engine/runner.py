@@ -5,6 +5,8 @@
                                           writes positions start .. start + T - 1 of that row, in place
     decode(tokens, lengths, rows)         one step for rows 0 .. rows - 1 together: row b feeds tokens[b] at
                                           position lengths[b]; attention_mask row b = lengths[b] + 1 ones
+    decode_sampled(..., temperature, u)   the same step, and each row's token sampled by the graph's own
+                                          sampler (gpt.decode.sampler_graph) at its temperature with its draw
 
 GroupQueryAttention reads each row's length from its mask row (`seqlens_k`) and writes each row's new key and
 value at that row's own position; the graph takes each row's positions from the same mask (format_version
@@ -23,6 +25,7 @@ import onnxruntime as ort
 
 from gpt.decode.backends.ort_session import check_signature, open_session
 from gpt.decode.onnx_format import OnnxMeta, input_names, output_names
+from gpt.decode.sampler_graph import TEMPERATURE, TOKENS, UNIFORM
 from gpt.errors import GPTError
 
 
@@ -49,7 +52,7 @@ class SlotRunner:
         if slots < 1:
             raise GPTError(f"slots must be >= 1, got {slots}")
         self.path = Path(path)
-        self.session, self.meta = open_session(self.path, threads)
+        self.session, self.meta = open_session(self.path, threads, sampler=True)
         m: OnnxMeta = self.meta
         if m.layout != "gqa":
             raise GPTError(f"{self.path} has the {m.layout} layout; the engine needs the gqa layout: "
@@ -57,11 +60,16 @@ class SlotRunner:
         self.past_names = input_names(m.n_layer, "gqa")[2:]
         self.present_names = output_names(m.n_layer)[1:]
         check_signature(self.session, m, self.path, input_names(m.n_layer, "gqa"), output_names(m.n_layer))
+        if self.session.get_outputs()[-1].name != TOKENS:
+            raise GPTError(f"{self.path}: the sampling head does not fit its graph; re-export it with "
+                           f"`python -m export.onnx --ckpt CKPT --out {self.path}`")
         self.slots, self.block_size, self.vocab = slots, m.block_size, m.vocab
         shape = (slots, m.n_head, m.block_size, m.head_dim)
         self.cache = [aligned_zeros(shape) for _ in self.past_names]
         self.step_ids = np.zeros((slots, 1), dtype=np.int64)
         self.step_logits = np.zeros((slots, 1, len(m.vocab)), dtype=np.float32)
+        self.temperature, self.uniform = np.ones((slots, 1)), np.zeros((slots, 1))  # the sampling head's inputs
+        self.sampled = np.zeros((slots, 1), dtype=np.int64)  # and its output
         self.positions = np.arange(m.block_size + 1, dtype=np.int64)
         self.mask = np.zeros(slots * m.block_size, dtype=np.int64)  # a decode step's attention_mask, rows > 1
         self.ones = np.ones(m.block_size, dtype=np.int64)  # a batch-1 step's: never written
@@ -98,18 +106,41 @@ class SlotRunner:
         io.bind_cpu_input("attention_mask", np.ones((1, end), dtype=np.int64))
         io.bind_output("logits", "cpu")
         self._bind_cache(io, slice(slot, slot + 1))  # views of self.cache: their memory outlives the run
+        self._bind_sampler(io, slice(0, 1))  # the head samples the last position with whatever they hold
         self._run(io)
         return io.get_outputs()[0].numpy()[0]
+
+    def _bind_sampler(self, io: ort.IOBinding, rows: slice) -> list[np.ndarray]:
+        temperature, uniform, sampled = self.temperature[rows], self.uniform[rows], self.sampled[rows]
+        io.bind_ortvalue_input(TEMPERATURE, ort.OrtValue.ortvalue_from_numpy(temperature))
+        io.bind_ortvalue_input(UNIFORM, ort.OrtValue.ortvalue_from_numpy(uniform))
+        io.bind_ortvalue_output(TOKENS, ort.OrtValue.ortvalue_from_numpy(sampled))
+        return [temperature, uniform, sampled]
 
     def decode(self, tokens: np.ndarray, lengths: np.ndarray, rows: int) -> np.ndarray:
         """One step over rows 0 .. rows - 1 (tokens and lengths [rows]); their logits [rows, V] (a view, valid
         until the next step)."""
+        self._step(tokens, lengths, rows)
+        return self.step_logits[:rows, 0]
+
+    def decode_sampled(self, tokens: np.ndarray, lengths: np.ndarray, rows: int, temperature: np.ndarray,
+                       uniform: np.ndarray) -> np.ndarray:
+        """`decode`, and the token row b samples from its logits at temperature[b] (> 0) with draw uniform[b]:
+        `gpt.decode.sampler.sample_tokens` with no top-k or top-p, computed by the run [rows] (a view, valid until
+        the next step)."""
+        self.temperature[:rows, 0] = temperature
+        self.uniform[:rows, 0] = uniform
+        self._step(tokens, lengths, rows)
+        return self.sampled[:rows, 0]
+
+    def _step(self, tokens: np.ndarray, lengths: np.ndarray, rows: int) -> None:
         binding = self._decode.get(rows)
         if binding is None:
             io = self.session.io_binding()
             io.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(self.step_ids[:rows]))
             io.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.step_logits[:rows]))
-            binding = self._decode[rows] = _DecodeBinding(io, self._bind_cache(io, slice(0, rows)))
+            views = self._bind_cache(io, slice(0, rows)) + self._bind_sampler(io, slice(0, rows))
+            binding = self._decode[rows] = _DecodeBinding(io, views)
         total = int(lengths[0] if rows == 1 else lengths.max()) + 1
         if total > self.block_size:
             raise GPTError(f"a decode step at position {total - 1} exceeds block_size {self.block_size}")
@@ -119,7 +150,6 @@ class SlotRunner:
             np.less_equal(self.positions[:total], lengths[:, None], out=mask)
         binding.io.bind_ortvalue_input("attention_mask", value)
         self._run(binding.io)
-        return self.step_logits[:rows, 0]
 
     def _mask(self, rows: int, total: int) -> tuple[np.ndarray, ort.OrtValue]:
         """A step's attention_mask [rows, total] and its OrtValue, made once per shape over our own buffer (a

@@ -6,6 +6,9 @@ the token ids and the step's logits are numpy arrays wrapped (not copied) as Ort
 step only the token ids are written into their array and `attention_mask` (a view of a ones buffer, whose
 length tells the op the sequence length; one OrtValue per length, made once) is re-bound: nothing is
 allocated or copied that grows with the context, and every decode step has the same input shapes.
+
+Opened by `open_onnx`, the session ends in the sampling head (`gpt.decode.sampler_graph`): `step_sampled` writes
+each row's temperature and draw into buffers bound once and returns the token the run itself sampled.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import onnxruntime as ort
 
 from gpt.decode.backends.ort_session import check_ids, check_signature
 from gpt.decode.onnx_format import OnnxMeta, input_names, output_names
+from gpt.decode.sampler_graph import TEMPERATURE, TOKENS, UNIFORM
 from gpt.errors import GPTError
 
 
@@ -32,6 +36,7 @@ class OrtGQADecoder:
         self.past_names = input_names(meta.n_layer, "gqa")[2:]
         self.present_names = output_names(meta.n_layer)[1:]
         check_signature(session, meta, self.path, input_names(meta.n_layer, "gqa"), output_names(meta.n_layer))
+        self.sampling = session.get_outputs()[-1].name == TOKENS  # the graph samples (open_session(sampler=True))
         self.batch = 0
         self.length = 0
 
@@ -47,6 +52,12 @@ class OrtGQADecoder:
             self.io.bind_ortvalue_output(present, buffer)
         self.step_ids = np.zeros((batch, 1), dtype=np.int64)
         self.step_ids_value = ort.OrtValue.ortvalue_from_numpy(self.step_ids)
+        if self.sampling:  # bound once; a run that is not step_sampled's samples with whatever they hold
+            self.temperature, self.uniform = np.ones((batch, 1)), np.zeros((batch, 1))
+            self.sampled = np.zeros((batch, 1), dtype=np.int64)
+            self.io.bind_ortvalue_input(TEMPERATURE, ort.OrtValue.ortvalue_from_numpy(self.temperature))
+            self.io.bind_ortvalue_input(UNIFORM, ort.OrtValue.ortvalue_from_numpy(self.uniform))
+            self.io.bind_ortvalue_output(TOKENS, ort.OrtValue.ortvalue_from_numpy(self.sampled))
         self.ones = np.ones(batch * m.block_size, dtype=np.int64)
         self.masks: dict[int, ort.OrtValue] = {}  # attention_mask [batch, length] per length: views of `ones`
         self.batch, self.length, self.stepping = batch, 0, False
@@ -108,6 +119,18 @@ class OrtGQADecoder:
         return logits_buf[0]
 
     def step(self, ids: np.ndarray) -> np.ndarray:
+        self._step(ids)
+        return self.step_logits[:, 0].copy()
+
+    def step_sampled(self, ids: np.ndarray, temperature: np.ndarray, uniform: np.ndarray) -> np.ndarray:
+        """`step`, and the token each row samples from its logits at its temperature (> 0) with its draw [B]:
+        `gpt.decode.sampler.sample_tokens` with no top-k or top-p, computed by the run itself."""
+        self.temperature[:, 0] = temperature
+        self.uniform[:, 0] = uniform
+        self._step(ids)
+        return self.sampled[:, 0].copy()
+
+    def _step(self, ids: np.ndarray) -> None:
         if self.length == 0:
             raise GPTError("step() before prefill(): the decoder holds no KV cache")
         if ids.shape != self.step_ids.shape:
@@ -120,4 +143,3 @@ class OrtGQADecoder:
             self.stepping = True
         self.step_ids[...] = ids
         self._run(self.length + 1)
-        return self.step_logits[:, 0].copy()

@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from gpt.decode.onnx_format import EXPORT_HINT, OnnxMeta, parse_metadata
+from gpt.decode.sampler_graph import TEMPERATURE, TOKENS, UNIFORM, with_head
 from gpt.errors import GPTError
 
 
@@ -57,19 +58,30 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return so
 
 
-def open_session(path: Path, threads: int | None = None) -> tuple[ort.InferenceSession, OnnxMeta]:
-    """An onnxruntime CPU session and the file's metadata, or a one-line `GPTError`."""
+def open_session(path: Path, threads: int | None = None,
+                 sampler: bool = False) -> tuple[ort.InferenceSession, OnnxMeta]:
+    """An onnxruntime CPU session and the file's metadata, or a one-line `GPTError`; with `sampler`, the graph
+    ends in the sampling head of `gpt.decode.sampler_graph` (the file itself is not changed)."""
     path = Path(path)
     if not path.is_file():
         raise GPTError(f"ONNX file {path} does not exist; {EXPORT_HINT}")
     if path.stat().st_size == 0:
         raise GPTError(f"ONNX file {path} is empty; {EXPORT_HINT}")
+    if sampler:
+        try:
+            session = _session(with_head(path.read_bytes()), threads)
+            return session, parse_metadata(session.get_modelmeta().custom_metadata_map, path)
+        except Exception:  # not our graph: opened as it is, the checks below and the decoders' say what is wrong
+            pass
     try:
-        session = ort.InferenceSession(str(path), sess_options=session_options(threads),
-                                       providers=["CPUExecutionProvider"])
+        session = _session(str(path), threads)
     except Exception as e:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, InvalidGraph, ...)
         raise GPTError(load_failure(path, " ".join(str(e).split()))) from None
     return session, parse_metadata(session.get_modelmeta().custom_metadata_map, path)
+
+
+def _session(model: str | bytes, threads: int | None) -> ort.InferenceSession:
+    return ort.InferenceSession(model, sess_options=session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def load_failure(path: Path, reason: str) -> str:
@@ -94,9 +106,12 @@ def version(text: str) -> tuple[int, ...]:
 
 def check_signature(session: ort.InferenceSession, meta: OnnxMeta, path: Path, inputs: list[str],
                     outputs: list[str]) -> None:
-    """The graph's inputs/outputs are the ones its metadata promises."""
+    """The graph's inputs/outputs are the ones its metadata promises (and the sampling head's, where the session
+    has it: `open_session(..., sampler=True)`)."""
     got_in = [i.name for i in session.get_inputs()]
     got_out = [o.name for o in session.get_outputs()]
+    if got_out[-1:] == [TOKENS]:
+        inputs, outputs = [*inputs, TEMPERATURE, UNIFORM], [*outputs, TOKENS]
     if got_in != inputs or got_out != outputs:
         raise GPTError(f"{path}: graph inputs/outputs do not match its metadata (layout {meta.layout}, "
                        f"{len(got_in)} inputs, {len(got_out)} outputs for n_layer {meta.n_layer}); {EXPORT_HINT}")
