@@ -65,7 +65,7 @@ class EngineLoop:
 
     def round(self, seed: int) -> np.ndarray:
         """µs of each step, indexed by context (0 and 1 unused)."""
-        from gpt.decode.sampler import Uniforms, sample_tokens
+        from gpt.decode.sampler import Uniforms, next_draws, sample_tokens
 
         B, runner = self.batch, self.runner
         draws = [Uniforms(np.random.default_rng(seed + b), greedy=False) for b in range(B)]
@@ -78,7 +78,7 @@ class EngineLoop:
         clock = time.perf_counter_ns
         for context in range(2, self.block_size):
             t0 = clock()
-            uniform = np.array([d.draw(1)[0] for d in draws])  # as gpt.engine.core spends them
+            uniform = next_draws(draws)  # as gpt.engine.core spends them
             if self.numpy_sampler:
                 tokens = sample_tokens(runner.decode(tokens, lengths, B), temperature, top_k, top_p, uniform)
             else:

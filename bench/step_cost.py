@@ -77,17 +77,17 @@ class ItemisedLoop:
     def round(self, seed: int) -> dict[str, float]:
         """µs per step of the run call, the binding around it, the sampler, the loop's Python and the whole step:
         the mean over contexts 2 .. block_size - 1."""
-        from gpt.decode.sampler import Uniforms
+        from gpt.decode.sampler import Uniforms, next_draws
 
         runner, session, clock = self.runner, self.session, time.perf_counter_ns
-        draws = Uniforms(np.random.default_rng(seed), greedy=False)
+        draws = [Uniforms(np.random.default_rng(seed), greedy=False)]
         temperature = np.full(1, TEMPERATURE)
         runner.prefill(0, np.array([1], dtype=np.int64), 0)
         tokens, lengths = np.ones(1, dtype=np.int64), np.ones(1, dtype=np.int64)
         marks = []
         for _ in range(2, self.block_size):
             t0 = clock()
-            uniform = np.array([draws.draw(1)[0]])  # as the engine spends its draws
+            uniform = next_draws(draws)  # as the engine spends its draws
             t1 = clock()
             tokens = runner.decode_sampled(tokens, lengths, 1, temperature, uniform)
             t2 = clock()

@@ -22,14 +22,16 @@ import numpy as np
 import onnxruntime as ort
 
 from gpt.decode.backends.ort_session import session_options
+from gpt.decode.sampler_graph import with_head
 
 
 def profiling_session(path: Path, threads: int, folder: Path) -> ort.InferenceSession:
-    """A session of `path` with our decoder's options and the profiler on, its trace to be written in `folder`."""
+    """A session of `path` as the engine opens it (its options, the sampling head) with the profiler on, its trace to
+    be written in `folder`."""
     so = session_options(threads)
     so.enable_profiling = True
     so.profile_file_prefix = str(folder / "ort-profile")
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(with_head(path.read_bytes()), sess_options=so, providers=["CPUExecutionProvider"])
 
 
 class TimedSession:

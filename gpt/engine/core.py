@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from gpt.decode.loop import encode_prompt, slide
-from gpt.decode.sampler import Uniforms, sample_tokens
+from gpt.decode.sampler import Uniforms, next_draws, sample_tokens
 from gpt.decode.speculative.loop import (
     DEFAULT_DRAFT_TOKENS,
     Drafter,
@@ -278,7 +278,7 @@ class Engine:
             if in_graph:  # the run samples too (gpt.decode.sampler_graph): rows outside this step sample nothing
                 temperature, uniform = np.ones(n), np.zeros(n)
                 temperature[rows] = [p.temperature for p in params]
-                uniform[rows] = [slots[i].uniforms.draw(1)[0] for i in rows]
+                uniform[rows] = next_draws([slots[i].uniforms for i in rows])
                 sampled = self.runner.decode_sampled(tokens, lengths, n, temperature, uniform)[rows].tolist()
             else:
                 logits = self.runner.decode(tokens, lengths, n)
@@ -323,7 +323,7 @@ class Engine:
     def _sample_and_advance(self, rows: list[int], logits: np.ndarray) -> None:
         slots = [self.scheduler.slots[i] for i in rows]
         params = [s.sampling for s in slots]
-        uniform = np.array([s.uniforms.draw(1)[0] for s in slots])
+        uniform = next_draws([s.uniforms for s in slots])
         tokens = sample_tokens(logits, np.array([p.temperature for p in params]), np.array([p.top_k for p in params]),
                                np.array([p.top_p for p in params]), uniform)
         for i, token in zip(rows, tokens.tolist(), strict=True):

@@ -31,10 +31,16 @@ from gpt.errors import GPTError
 
 @dataclass
 class _DecodeBinding:
-    """The IO binding of a decode step over the first `rows` slots: every buffer bound once."""
+    """The IO binding of a decode step over the first `rows` slots: every buffer bound once, and the views a step
+    writes and reads, made once (slicing a buffer anew is a numpy call a step)."""
 
     io: ort.IOBinding
     views: list[np.ndarray]  # keeps the numpy views behind the bound OrtValues alive
+    ids: np.ndarray  # [rows]: the tokens fed
+    temperature: np.ndarray  # [rows]: the sampling head's inputs
+    uniform: np.ndarray
+    sampled: np.ndarray  # [rows]: its output
+    logits: np.ndarray  # [rows, V]
 
 
 def aligned_zeros(shape: tuple[int, ...], align: int = 4096) -> np.ndarray:
@@ -120,36 +126,41 @@ class SlotRunner:
     def decode(self, tokens: np.ndarray, lengths: np.ndarray, rows: int) -> np.ndarray:
         """One step over rows 0 .. rows - 1 (tokens and lengths [rows]); their logits [rows, V] (a view, valid
         until the next step)."""
-        self._step(tokens, lengths, rows)
-        return self.step_logits[:rows, 0]
+        return self._step(self._binding(rows), tokens, lengths, rows).logits
 
     def decode_sampled(self, tokens: np.ndarray, lengths: np.ndarray, rows: int, temperature: np.ndarray,
                        uniform: np.ndarray) -> np.ndarray:
         """`decode`, and the token row b samples from its logits at temperature[b] (> 0) with draw uniform[b]:
         `gpt.decode.sampler.sample_tokens` with no top-k or top-p, computed by the run [rows] (a view, valid until
         the next step)."""
-        self.temperature[:rows, 0] = temperature
-        self.uniform[:rows, 0] = uniform
-        self._step(tokens, lengths, rows)
-        return self.sampled[:rows, 0]
+        binding = self._binding(rows)
+        binding.temperature[...] = temperature
+        binding.uniform[...] = uniform
+        return self._step(binding, tokens, lengths, rows).sampled
 
-    def _step(self, tokens: np.ndarray, lengths: np.ndarray, rows: int) -> None:
+    def _binding(self, rows: int) -> _DecodeBinding:
         binding = self._decode.get(rows)
         if binding is None:
             io = self.session.io_binding()
             io.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(self.step_ids[:rows]))
             io.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.step_logits[:rows]))
             views = self._bind_cache(io, slice(0, rows)) + self._bind_sampler(io, slice(0, rows))
-            binding = self._decode[rows] = _DecodeBinding(io, views)
+            binding = self._decode[rows] = _DecodeBinding(
+                io, views, self.step_ids[:rows, 0], self.temperature[:rows, 0], self.uniform[:rows, 0],
+                self.sampled[:rows, 0], self.step_logits[:rows, 0])
+        return binding
+
+    def _step(self, binding: _DecodeBinding, tokens: np.ndarray, lengths: np.ndarray, rows: int) -> _DecodeBinding:
         total = int(lengths[0] if rows == 1 else lengths.max()) + 1
         if total > self.block_size:
             raise GPTError(f"a decode step at position {total - 1} exceeds block_size {self.block_size}")
-        self.step_ids[:rows, 0] = tokens
+        binding.ids[...] = tokens
         mask, value = self._mask(rows, total)
         if rows > 1:
             np.less_equal(self.positions[:total], lengths[:, None], out=mask)
         binding.io.bind_ortvalue_input("attention_mask", value)
         self._run(binding.io)
+        return binding
 
     def _mask(self, rows: int, total: int) -> tuple[np.ndarray, ort.OrtValue]:
         """A step's attention_mask [rows, total] and its OrtValue, made once per shape over our own buffer (a
