@@ -144,11 +144,12 @@ def demo(ctx: Context) -> Figure:
     model = config.get("model", {})
     shape = f"{model.get('n_layer')} x {model.get('n_head')} x {model.get('n_embd')}, block {model.get('block_size')}"
     values = {"val_loss": float(config["val_loss"]), "iterations": int(config["iter"])}
-    how = f"read from {shown(config_path)} ({config.get('val_loss_kind', 'estimate')} val loss; model {shape})"
+    how = (f"read from {shown(ctx.ckpt)}/, not measured in this run: {config.get('val_loss_kind', 'estimate')} val "
+           f"loss, model {shape}")
     try:
         times = [json.loads(line)["time"] for line in log_path.read_text().splitlines() if line.strip()]
         values["minutes"] = (times[-1] - times[0]) / 60
-        how += f"; minutes from the first to the last evaluation in {shown(log_path)}"
+        how += ", minutes from the first evaluation to the last"
     except (OSError, ValueError, KeyError, IndexError):
         pass
     minutes = f" in {values['minutes']:.1f} min" if "minutes" in values else ""
@@ -191,8 +192,8 @@ def speculative(ctx: Context) -> Figure:
                       for d in dict.fromkeys(d for d, _ in ratio))
     how = (f"characters/s of `gpt.sample --speculative` ÷ plain decoding, the same text, batch 1, {b.spec_tokens} "
            f"characters, median of {b.spec_rounds} interleaved rounds")
-    first = next(iter(dict.fromkeys(d for d, _ in ratio)))
-    return Figure(value, f"{ratio[first, 0.0]:.2f}x / {ratio[first, 0.8]:.2f}x ({first})", values, "x plain", how,
+    main = "distilled" if ("distilled", 0.0) in ratio else next(iter(ratio))[0]  # the engine's drafter
+    return Figure(value, f"{ratio[main, 0.0]:.2f}x / {ratio[main, 0.8]:.2f}x ({main})", values, "x plain", how,
                   command)
 
 
@@ -234,8 +235,9 @@ def cold_start(ctx: Context) -> Figure:
         if r.returncode != 0:
             raise Skipped(f"gpt.sample failed: {(r.stderr.strip().splitlines() or ['no output'])[-1]}")
     s = statistics.median(seconds)
-    how = (f"a new process, start to exit after its first character: `python {' '.join(argv[:4])} "
-           f"{shown(ctx.onnx)} --max-new-tokens 1 --stream`, median of {len(seconds)} (page cache warm)")
+    how = (f"a new process, start to exit after its first character: `python -m gpt.sample --backend onnxruntime "
+           f"--onnx {shown(ctx.onnx)} --prompt ROMEO: --max-new-tokens 1 --stream`, median of {len(seconds)} "
+           "(page cache warm)")
     return Figure(f"{s:.2f} s", f"{s:.2f} s", {"seconds": s}, "s", how)
 
 

@@ -15,10 +15,12 @@ NONE_YET = ("No scoreboard yet: run `make scoreboard` (after `make demo`) and `m
             "headline figure on one machine.")
 
 
-def measured(row: dict) -> str:
+def measured(row: dict, how: bool = True) -> str:
+    """The figure, or why it was skipped; a figure read from a file (not measured in the run) says so, unless `how`
+    is a column of its own."""
     if row["status"] == "skipped":
         return f"skipped: {row['why']}"
-    return row["value"] + (f" ({row['how']})" if row["status"] == "read" else "")
+    return row["value"] + (f" ({row['how']})" if how and row["status"] == "read" else "")
 
 
 def caption(data: dict) -> str:
@@ -31,7 +33,7 @@ def caption(data: dict) -> str:
 
 def markdown(report: dict) -> str:
     """The run's own table (OUT.md), with how each figure was measured."""
-    rows = [[cell(r["what"]), cell(measured(r)), cell(r.get("how", "")), f"`{cell(r['command'])}`"]
+    rows = [[cell(r["what"]), cell(measured(r, how=False)), cell(r.get("how", "")), f"`{cell(r['command'])}`"]
             for r in report["rows"]]
     return (f"## Scoreboard\n\n{caption(report)} (`{report['command']}`).\n\n"
             + table(["what", "measured", "how", "command"], rows, "llll") + "\n")
