@@ -151,3 +151,22 @@ def test_every_row_of_a_quick_run_is_measured_or_says_why(tiny_ckpt, exported, p
     f = read(out.with_suffix(".json"), tmp_path)
     assert [row["id"] for row in f.rows] == [row.id for row in ROWS]
     assert all(row["status"] != "skipped" or row["why"] for row in f.rows)
+
+
+def test_the_docs_build_stops_on_a_scoreboard_without_a_command(tmp_path, board, monkeypatch):
+    from mkdocs.exceptions import PluginError
+
+    from bench.harness import results_files
+    from docsgen import generated, hooks
+
+    del board["rows"][2]["command"]
+    path = write(tmp_path, "2026-12-07-bad-scoreboard", board)
+    monkeypatch.setattr(results_files, "read_all", lambda: read_all(tmp_path))
+    generated._results.cache_clear()
+    page = type("Page", (), {"file": type("File", (), {"src_uri": "index.md"})})
+    try:
+        with pytest.raises(PluginError) as e:
+            hooks.on_page_markdown((ROOT / "docs" / "index.md").read_text(), page, None, None)
+    finally:
+        generated._results.cache_clear()
+    assert str(path) in str(e.value) and "row 3 (ort_fp32) has no command" in str(e.value)
