@@ -122,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise GPTError(f"{onnx} is missing: run `make demo` (it trains into out/ and exports out/model.onnx) first")
     if not args.data.is_file():
         raise GPTError(f"{args.data} is missing: run `python -m gpt.data` first")
+    if args.quick and args.out is None:
+        raise GPTError("--quick is a smoke run, not a measurement: give it --out outside bench/results/")
     out = args.out or new_path("-scoreboard").with_suffix("")
     print(f"scoreboard: {len(rows)} rows on {this_machine()}, {onnx}; writing {out}.json", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="scoreboard-") as scratch:

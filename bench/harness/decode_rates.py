@@ -9,6 +9,7 @@ its entry says why; the others are still measured.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bench.harness.genai import genai_missing
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from bench.harness.scoreboard_rows import Context
 
 
-def _ours(decoder: Decoder, tokens: int) -> object:
+def _ours(decoder: Decoder, tokens: int) -> Callable[[list[int], float, int], list[int]]:
     return lambda ids, t, seed: generate(decoder, ids, tokens, Sampler(SamplingParams(t, seed=seed)))[0].tolist()
 
 
