@@ -12,7 +12,7 @@ TINY_TRAIN := --n_layer 1 --n_head 2 --n_embd 32 --block_size 32 --dropout 0 --b
 	--eval_interval 30 --eval_iters 2 --warmup_iters 5 --no-compile --no-progress
 
 .PHONY: install data demo train sample onnx sample-onnx serve quality test test-base mutants bench lint web docs \
-	docs-serve generated walkthrough clean
+	docs-serve generated walkthrough scoreboard clean
 
 install: $(VENV)/.installed
 
@@ -97,6 +97,14 @@ bench: install
 		-p no:cacheprovider --benchmark-json $$json --benchmark-columns median,iqr,rounds --benchmark-sort name \
 		$(BENCH_ARGS) && \
 	$(PY) -m bench.report $$json
+
+# `make scoreboard`: every headline figure measured on this machine in one run (~5 minutes on 2 cores, at most ~15),
+# on the demo's model in $(OUT) (run `make demo` first): bench/results/<date>-<cpu>-scoreboard.json and .md, the
+# file the README's "What you get" table is made from by `make generated`. SCOREBOARD_ARGS="--only ROW,ROW" or
+# "--out bench/results/NAME".
+SCOREBOARD_ARGS ?=
+scoreboard: data
+	$(PY) -m bench.scoreboard --ckpt $(OUT) $(SCOREBOARD_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

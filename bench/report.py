@@ -24,10 +24,11 @@ from bench.reports.runs import Results
 from gpt.errors import ArgumentParser
 
 
-def new_path() -> Path:
+def new_path(suffix: str = "") -> Path:
+    """bench/results/DATE-CPU`suffix`.json, with -2, -3, ... where that is taken."""
     slug = re.sub(r"\((r|tm)\)", "", cpu_model().lower())
     slug = re.sub(r"[^a-z0-9]+", "-", slug).strip("-") or "cpu"
-    stem = f"{date.today().isoformat()}-{slug}"
+    stem = f"{date.today().isoformat()}-{slug}{suffix}"
     path, k = RESULTS / f"{stem}.json", 2
     while path.exists():
         path, k = RESULTS / f"{stem}-{k}.json", k + 1

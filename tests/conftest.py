@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -120,27 +119,13 @@ def exported_std(tiny_ckpt, tmp_path_factory):
 
 # ---- headless Chromium, for the web page's tests (test_web.py, test_explorer.py) -------------------------------
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-
-
-def chromium_driver():
-    """Headless Debian chromium through its chromium-driver (nothing is downloaded)."""
-    from selenium import webdriver
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1000,900"):
-        options.add_argument(arg)
-    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=DRIVER))
-
-
 @pytest.fixture(scope="module")
 def browser():
-    if not (CHROMIUM and DRIVER):
-        pytest.skip("no Chromium: install Debian's chromium and chromium-driver (apt-get install chromium "
-                    "chromium-driver) to run the browser tests")
-    pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
+    from bench.harness.browser import browser_missing, chromium_driver
+
+    why = browser_missing()
+    if why:
+        pytest.skip(f"{why} to run the browser tests")
     driver = chromium_driver()
     yield driver
     driver.quit()

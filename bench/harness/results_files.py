@@ -3,8 +3,9 @@ from one of them, never typed into a page.
 
 Every `*.json` under bench/results/ names, at its top level, the `machine` it ran on, the `date` (YYYY-MM-DD)
 and the `command` that wrote it; a file without them is refused (`ResultsError`), so the docs build fails
-instead of showing a figure nobody can trace. `stamp` adds the three to a report as a benchmark writes it, and
-`publish` writes it with its Markdown and chart. Torch-free.
+instead of showing a figure nobody can trace; a scoreboard file (`kind` "scoreboard") must also hold its
+machine's details and every row's command (bench/harness/scoreboard_file.py). `stamp` adds the three to a report
+as a benchmark writes it, and `publish` writes it with its Markdown and chart. Torch-free.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date as Date
 from pathlib import Path
 
+from bench.harness import scoreboard_file
 from bench.harness.machine import this_machine
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -58,6 +60,11 @@ def read(path: Path, root: Path = RESULTS) -> ResultFile:
                            "the date (YYYY-MM-DD) and the command that wrote it (bench.harness.results_files.stamp)")
     if not DATE.match(data["date"]):
         raise ResultsError(f"{path}: date must be YYYY-MM-DD, got {data['date']!r}")
+    if data.get("kind") == scoreboard_file.KIND:
+        try:
+            scoreboard_file.check(data)
+        except scoreboard_file.ScoreboardError as e:
+            raise ResultsError(f"{path}: this scoreboard file {e} (bench.harness.scoreboard_file)") from None
     return ResultFile(name, path, data["machine"], data["date"], data["command"], data)
 
 

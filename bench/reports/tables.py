@@ -4,7 +4,8 @@ A page asks for a table by name (a `<!-- generated: results NAME ARG -->` block,
 `render` returns its Markdown: the figures, then the line that says where they come from (machine, date,
 command, file). Tables that mix result files give each row its own machine, date and command. Nothing here
 holds a number, and a benchmark's own table comes from its module in bench/reports/, which the benchmark's
-command writes with too.
+command writes with too. The headline (the README and the docs' index) is the newest scoreboard's
+(bench/reports/scoreboard.py), its history one row per machine kind; the GPU's headline rows are a table apart.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 
 from bench.harness.plan import BACKEND_LABELS, DECODE_BACKENDS, DEFAULT_PRESETS
 from bench.harness.results_files import ResultFile, ResultsError
-from bench.reports import bench_run, cluster, serving, speculative, step_cost, training
+from bench.reports import bench_run, cluster, scoreboard, serving, speculative, step_cost, training
 from bench.reports.markdown import cell, fmt
 from bench.reports.runs import Results
 
@@ -142,38 +143,6 @@ def attention(files: dict[str, ResultFile], link: Link, name: str) -> str:
 # ------------------------------------------------------------------------------------------------ headline
 
 
-def _decode_row(f: ResultFile, preset: str, backend: str, versus: str) -> str:
-    d = Results(f.path).decode()
-    a, b = (d.get((preset, 1, 500, k), {}).get("tokens_per_s") for k in (backend, versus))
-    return f"{fmt(a)} tok/s, {a / b:.1f}× {BACKEND_LABELS[versus]}"
-
-
-def _serving_row(f: ResultFile, concurrency: int) -> str:
-    r = next(r for r in f.rows if r["server"] == "gpt.serve" and r["concurrency"] == concurrency)
-    return (f"{fmt(r['tokens_per_s'])} tok/s over HTTP at {concurrency} streams "
-            f"({r['tokens_per_s'] / f.data['sample_batch1_tok_s']:.2f}× one stream of `gpt.sample`)")
-
-
-def _speculative_row(f: ResultFile) -> str:
-    ratio = {r["temperature"]: r["vs_plain"] for r in f.rows
-             if r["section"] == "batch 1" and r["config"] == "speculative ngram"}
-    return f"{ratio[0.0]:.2f}× plain decoding greedy, {ratio[0.8]:.2f}× at temperature 0.8"
-
-
-def _cluster_row(f: ResultFile) -> str:
-    one, ray = f.rows[0], max(f.rows[1:], key=lambda r: r["tokens_per_s"])
-    return (f"{fmt(ray['tokens_per_s'])} tok/s ({ray['server']}) against {fmt(one['tokens_per_s'])} "
-            f"for one process ({ray['tokens_per_s'] / one['tokens_per_s']:.2f}×)")
-
-
-def _recipes_row(f: ResultFile, chosen: str, before: str) -> str:
-    """The chosen variant's best run beside the previous preset's (at equal wall time or iterations)."""
-    best = {name: min(r["val_loss"] for r in f.rows if r["variant"] == name and "val_loss" in r)
-            for name in (chosen, before)}
-    run = next(r for r in f.rows if r["variant"] == chosen and r.get("val_loss") == best[chosen])
-    return f"{best[chosen]:.4f} after {run['iters']:,} iterations ({chosen}; {best[before]:.4f} for {before})"
-
-
 def _figure(f: ResultFile, index: int) -> tuple[str, dict]:
     r = f.rows[index]
     return r["value"], r
@@ -188,27 +157,17 @@ def _attention_row(f: ResultFile) -> str:
             f"{tri['extra_info']['vs_sdpa']:.2f}× the speed of SDPA flash")
 
 
-# (what, result file, value function returning text or (text, row overriding machine/date/command))
-HEADLINE: list[tuple[str, str, Callable[[ResultFile], object]]] = [
-    ("`cpu` preset (block 256 × batch 16, wsd schedule): full-pass val loss at equal iterations, as many as `make "
-     "demo`'s 8-minute budget fitted on this CPU at its faster pace", "2026-12-02-amd-epyc-recipes-1332-iters",
-     lambda f: _recipes_row(f, "256 x 16, wsd to 2e-5", "256 x 16 (preset before: cosine to 2e-4)")),
+# The GPU's headline rows, each with its own machine: (what, result file, value function returning text or
+# (text, row overriding machine/date/command)). The CPU's come from the newest scoreboard (bench/reports/scoreboard.py).
+GPU_HEADLINE: list[tuple[str, str, Callable[[ResultFile], object]]] = [
     ("`shakespeare` preset on one GPU: best val loss", "hand-recorded/h200-training", lambda f: _figure(f, 0)),
-    ("sampling on a CPU, `shakespeare` shape, fp32: onnxruntime (gqa) vs PyTorch", "2026-11-25-amd-epyc",
-     lambda f: _decode_row(f, "shakespeare", "ort-fp32", "eager-kv")),
-    ("speculative decoding at batch 1 (`--speculative ngram`), `shakespeare` shape, the same text",
-     "2026-12-02-amd-epyc-speculative-shakespeare", lambda f: _speculative_row(f)),
-    ("serving many users, `cpu` shape (`python -m gpt.serve`)", "2026-12-01-amd-epyc-serving-cpu",
-     lambda f: _serving_row(f, 16)),
-    ("the same server on Ray Serve, 16 streams, one 2-core machine", "2026-12-01-amd-epyc-cluster-cpu", _cluster_row),
-    ("in a browser tab (onnxruntime-web, `onnx` layout / gqa, 1 thread)", "hand-recorded/web", lambda f: _figure(f, 0)),
     ("our Triton attention kernel on an H200 (bf16, B 64, T 256, d 64)", "2026-11-26-h200/attention", _attention_row),
 ]
 
 
-def headline(files: dict[str, ResultFile], link: Link) -> str:
+def gpu_headline(files: dict[str, ResultFile], link: Link) -> str:
     rows = []
-    for what, name, value in HEADLINE:
+    for what, name, value in GPU_HEADLINE:
         f = need(files, name)
         got = value(f)
         text, override = got if isinstance(got, tuple) else (got, {})
@@ -220,8 +179,9 @@ def headline(files: dict[str, ResultFile], link: Link) -> str:
 
 TABLES: dict[str, Callable[..., str]] = {
     "figures": figures, "decode": decode, "report": bench_report, "serving": serving_table, "cluster": cluster_table,
-    "recipes": recipes, "budget_load": budget_load, "attention": attention, "headline": headline,
-    "speculative": speculative_tables, "step_cost": step_cost_table,
+    "recipes": recipes, "budget_load": budget_load, "attention": attention, "speculative": speculative_tables,
+    "step_cost": step_cost_table, "headline": scoreboard.headline, "scoreboard_history": scoreboard.history,
+    "gpu_headline": gpu_headline,
 }
 
 
