@@ -25,8 +25,8 @@ def share(us: float, total: float) -> str:
 
 def rows(models: list[dict]) -> list[list[str]]:
     """The itemised rows: every op type seen in any model (by its time in the first that has it), then PARTS."""
-    ops = sorted({op for m in models for op in m["nodes"]},
-                 key=lambda op: -next(m["nodes"][op] for m in models if op in m["nodes"]))
+    ops = sorted({op for m in models for op in m["nodes"]},  # ties by name: a set's order changes run to run
+                 key=lambda op: (-next(m["nodes"][op] for m in models if op in m["nodes"]), op))
     out = [[f"node: {op}", *(share(m["nodes"][op], m["parts"]["total"]) if op in m["nodes"] else "–"
                              for m in models)] for op in ops]
     for part in PARTS[:-1]:
