@@ -157,23 +157,19 @@ class DistilledDrafter:
         return out
 
 
-def open_table(model, train_ids: np.ndarray | None, text_sha256: str | None, say=print) -> DistilledTable:
-    """The table saved beside `model`'s file (`distilled.npz`), checked against the file and its training text;
-    distilled from the model over `train_ids` (the training split, checked by `drafters.train_split`) and saved
-    when there is none."""
+def open_table(model, training_ids: Callable[[], tuple[np.ndarray, str | None]], say=print) -> DistilledTable:
+    """The table saved beside `model`'s file (`distilled.npz`), if it was distilled from this very file; else
+    distilled from the model over `training_ids()` (the training split and its text's sha256, checked by
+    `drafters.train_split`: read only then) and saved, replacing a table of another model (a model trained again
+    into the same folder)."""
     path = Path(model.path).parent / TABLE_FILE
     model_sha256 = sha256_of(Path(model.path))
     if path.is_file():
         table = DistilledTable.load(path)
-        if table.model_sha256 != model_sha256:
-            raise GPTError(f"{path} was distilled from another model file than {model.path}: delete it and it is "
-                           "made again from this one")
-        if table.vocab != model.vocab:
-            raise GPTError(f"{path} has another vocabulary ({len(table.vocab)} characters, the model "
-                           f"{len(model.vocab)}): delete it and it is made again")
-        return table
-    if train_ids is None:
-        raise GPTError(f"no distilled table at {path} and no training text to distil it from")
+        if table.model_sha256 == model_sha256 and table.vocab == model.vocab:
+            return table
+        say(f"{path} was distilled from another model file than {model.path}: distilling it again")
+    train_ids, text_sha256 = training_ids()
     from gpt.decode.backends.ort_decoder import open_onnx
 
     say(f"distilling the drafter from {model.path} over the training split (once; saved to {path})")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
+
 from gpt.data import DEFAULT_DATA_DIR, RELATIVE_PATH, load_text, split
 from gpt.decode.speculative.loop import Drafter, Verifier, check_draft_tokens
 from gpt.decode.speculative.training_text import encode_text
@@ -37,11 +39,13 @@ def open_drafter(spec: str, model: Verifier, threads: int | None = None, ngram_t
     """`distilled`, `ngram` or the path of a draft model's .onnx file."""
     meta = model.meta
     if spec == "distilled":
-        from gpt.decode.speculative.distilled import TABLE_FILE, DistilledDrafter, open_table
+        from gpt.decode.speculative.distilled import DistilledDrafter, open_table
 
-        text, text_sha256 = train_split(ngram_text, data_dir, model.path, TABLE_FILE, meta.data_sha256)
-        ids = None if text is None else encode_text(text, meta.vocab)
-        return DistilledDrafter(open_table(model, ids, text_sha256, say=say))
+        def training_ids() -> tuple[np.ndarray, str | None]:
+            text, text_sha256 = train_split(ngram_text, data_dir, model.path, None, meta.data_sha256)
+            return encode_text(text, meta.vocab), text_sha256
+
+        return DistilledDrafter(open_table(model, training_ids, say=say))
     if spec == "ngram":
         from gpt.decode.speculative.ngram import INDEX_FILE, NgramDrafter, open_index
 
@@ -61,12 +65,12 @@ def open_drafter(spec: str, model: Verifier, threads: int | None = None, ngram_t
     return ModelDrafter(draft, meta.vocab, meta.block_size)
 
 
-def train_split(ngram_text: Path | None, data_dir: Path, model_path: Path, saved: str,
+def train_split(ngram_text: Path | None, data_dir: Path, model_path: Path, saved: str | None,
                 data_sha256: str | None) -> tuple[str | None, str | None]:
     """(the training split, the sha256 of its whole text) to build a drafter's file from; (None, None) if that
-    file (`saved`) already exists beside the model. A text other than the one the model was trained on (its
-    `data_sha256`, when the export recorded one) is refused."""
-    if (Path(model_path).parent / saved).is_file():
+    file (`saved`, when given) already exists beside the model. A text other than the one the model was trained on
+    (its `data_sha256`, when the export recorded one) is refused."""
+    if saved is not None and (Path(model_path).parent / saved).is_file():
         return None, None
     path = Path(ngram_text) if ngram_text else Path(data_dir) / RELATIVE_PATH
     if not path.is_file():
