@@ -58,7 +58,7 @@ class Budget:
         if quick:
             return Budget(tokens=24, rounds=1, spec_rounds=1, spec_tokens=16, serve_tokens=8, serve_requests=1,
                           cold_runs=1, page_runs=1)
-        return Budget(tokens=500, rounds=7, spec_rounds=4, spec_tokens=300, serve_tokens=100, serve_requests=4,
+        return Budget(tokens=500, rounds=7, spec_rounds=8, spec_tokens=500, serve_tokens=100, serve_requests=8,
                       cold_runs=5, page_runs=3)
 
 
