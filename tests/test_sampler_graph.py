@@ -25,15 +25,16 @@ def model_file(request, exported, exported_std):
 
 
 def test_the_head_draws_the_numpy_samplers_tokens(model_file):
-    """Thousands of draws over random contexts and temperatures 0.05 .. 8, each row its own: the same token as
-    sample_tokens on the run's logits (a draw of 0 included). Not a draw within ~1e-16 of 1: there the last bit of
-    onnxruntime's exp and sum decides between tail characters of probability ~0 (the module's docstring)."""
+    """Thousands of draws over random contexts and temperatures 0.05 .. 8, each row its own temperature and each
+    position its own draw: the token after every position is sample_tokens' on the run's logits there (draws of 0
+    included). Not a draw within ~1e-16 of 1: there the last bit of onnxruntime's exp and sum decides between tail
+    characters of probability ~0 (the module's docstring)."""
     session, meta = open_session(model_file, threads=1, sampler=True)
     rng = np.random.default_rng(0)
     B, T = 4, 6
     names = [o.name for o in session.get_outputs()]
     compared = 0
-    for trial in range(40):
+    for trial in range(20):
         feeds = {"input_ids": rng.integers(0, len(meta.vocab), (B, T))}
         if meta.layout == "gqa":
             feeds["attention_mask"] = np.ones((B, T), dtype=np.int64)
@@ -42,13 +43,15 @@ def test_the_head_draws_the_numpy_samplers_tokens(model_file):
                 width = meta.block_size if meta.layout == "gqa" else 0
                 feeds[i.name] = np.zeros((B, meta.n_head, width, meta.head_dim), dtype=np.float32)
         temperature = rng.choice(TEMPERATURES, B)
-        for u in [rng.random(B) for _ in range(11)] + [np.zeros(B)]:
-            feeds |= {TEMPERATURE: temperature[:, None], UNIFORM: u[:, None]}
+        for u in [rng.random((B, T)) for _ in range(5)] + [np.zeros((B, T))]:
+            feeds |= {TEMPERATURE: temperature[:, None, None], UNIFORM: u[..., None]}
             outputs = dict(zip(names, session.run(names, feeds), strict=True))
-            expected = sample_tokens(outputs["logits"][:, -1], temperature, np.zeros(B, dtype=np.int64), np.ones(B), u)
-            np.testing.assert_array_equal(outputs[TOKENS][:, 0], expected, err_msg=f"trial {trial}, T {temperature}")
-            compared += B
-    assert compared == 40 * 12 * B
+            rows = outputs["logits"].reshape(B * T, -1)
+            expected = sample_tokens(rows, np.repeat(temperature, T), np.zeros(B * T, dtype=np.int64),
+                                     np.ones(B * T), u.reshape(-1)).reshape(B, T)
+            np.testing.assert_array_equal(outputs[TOKENS], expected, err_msg=f"trial {trial}, T {temperature}")
+            compared += B * T
+    assert compared == 20 * 6 * B * T
 
 
 def test_the_file_is_untouched_and_the_head_is_valid_onnx(exported):
@@ -94,6 +97,23 @@ def test_sampled_text_is_the_numpy_samplers_across_a_re_prefill(model_file, temp
     if temperature >= 2:  # the tiny model is near-certain of its periodic text at 0.8
         other = generate(decoder, [1, 2, 3], n, Sampler(SamplingParams(temperature, seed=8)), num_samples=3)
         assert not np.array_equal(fused, other), "the text does not depend on the seed"
+
+
+def test_a_verify_run_samples_after_every_position(exported):
+    """The speculative verify run (gpt.sample's decoder and the engine's runner): the token after each of its
+    positions, each with its own draw, is sample_tokens' on that position's logits; at start 0 too."""
+    decoder = open_onnx(exported[0], threads=1)
+    runner = SlotRunner(exported[0], 2, threads=1)
+    rng = np.random.default_rng(3)
+    V = len(decoder.vocab)
+    ids = rng.integers(0, V, 12).tolist()
+    for start, n in [(0, 7), (7, 5), (4, 3)]:
+        part, u, t = ids[start:start + n], rng.random(n), float(rng.choice(TEMPERATURES))
+        sampled = decoder.run_sampled(part, start, t, u).copy()
+        expected = sample_tokens(decoder.run(part, start), np.full(n, t), np.zeros(n, dtype=np.int64), np.ones(n), u)
+        np.testing.assert_array_equal(sampled, expected, err_msg=f"decoder, start {start}")
+        engine = runner.extend_sampled(1, np.array(part), start, t, u)
+        np.testing.assert_array_equal(engine, expected, err_msg=f"runner, start {start}")
 
 
 @pytest.mark.parametrize("rows", [1, 3])

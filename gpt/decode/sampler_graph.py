@@ -10,9 +10,10 @@ repeated field appends, an embedded message merges), so the file's bytes followe
 holds only the head's nodes, inputs, outputs and constants *is* the model with the head appended.
 onnxruntime-genai, the web page and every other reader of the file never see it.
 
-The head (every row its own temperature > 0 and uniform draw u in [0, 1); no top-k, no top-p):
+The head, at every position of every row (a row's temperature > 0, a position's uniform draw u in [0, 1); no
+top-k, no top-p): a decode step's one token, or a speculative verify run's token after each drafted one:
 
-    x = float64(logits[:, -1]) - max;  x /= temperature;  p = exp(x) / sum(exp(x));  cdf = cumsum(p)
+    x = float64(logits) - max;  x /= temperature;  p = exp(x) / sum(exp(x));  cdf = cumsum(p)
     token = count(cdf[:-1] <= u * cdf[-1])        (= min(searchsorted(cdf, u * cdf[-1], "right"), V - 1))
 
 The same operations in the same order as numpy's; onnxruntime's exp and sum may round a last bit differently
@@ -27,8 +28,9 @@ import struct
 
 import numpy as np
 
-TEMPERATURE, UNIFORM = "sample_temperature", "sample_uniform"  # inputs [B, 1] float64
-TOKENS = "sampled_ids"  # output [B, 1] int64
+TEMPERATURE = "sample_temperature"  # input [B, 1, 1] float64: a row's temperature (> 0)
+UNIFORM = "sample_uniform"  # input [B, T, 1] float64 (or [B, 1, 1], one draw for every position): the draws
+TOKENS = "sampled_ids"  # output [B, T] int64: the token sampled after each position
 LOGITS = "logits"  # the graph output the head reads: [B, T, V] float32
 
 _INT64, _DOUBLE = 7, 11  # onnx TensorProto.DataType
@@ -73,8 +75,7 @@ def head() -> bytes:
     """A ModelProto holding only the head's graph part, to append to a file's bytes."""
     s = "sampler/"
     nodes = [
-        _node("Gather", [LOGITS, s + "last"], s + "row32", axis=1),
-        _node("Cast", [s + "row32"], s + "row", to=_DOUBLE),
+        _node("Cast", [LOGITS], s + "row", to=_DOUBLE),
         _node("ReduceMax", [s + "row", s + "axis"], s + "max", keepdims=1),
         _node("Sub", [s + "row", s + "max"], s + "shifted"),
         _node("Div", [s + "shifted", TEMPERATURE], s + "scaled"),
@@ -87,16 +88,15 @@ def head() -> bytes:
         _node("Slice", [s + "cdf", s + "zero", s + "minus1", s + "axis"], s + "cdf_but_last"),
         _node("LessOrEqual", [s + "cdf_but_last", s + "u_total"], s + "below"),
         _node("Cast", [s + "below"], s + "below_int", to=_INT64),
-        _node("ReduceSum", [s + "below_int", s + "axis"], TOKENS, keepdims=1),
+        _node("ReduceSum", [s + "below_int", s + "axis"], TOKENS, keepdims=0),
     ]
-    scalar_minus1 = _field(2, _INT64) + _field(8, s + "last") + _field(9, struct.pack("<q", -1))  # dims: none
-    scalar_axis = _field(2, _INT64) + _field(8, s + "axis_scalar") + _field(9, struct.pack("<q", -1))
-    constants = [scalar_minus1, scalar_axis, _int64s(s + "axis", [-1]), _int64s(s + "minus1", [-1]),
-                 _int64s(s + "zero", [0]), _int64s(s + "end", [np.iinfo(np.int64).max])]
+    scalar_axis = _field(2, _INT64) + _field(8, s + "axis_scalar") + _field(9, struct.pack("<q", -1))  # dims: none
+    constants = [scalar_axis, _int64s(s + "axis", [-1]), _int64s(s + "minus1", [-1]), _int64s(s + "zero", [0]),
+                 _int64s(s + "end", [np.iinfo(np.int64).max])]
     graph = b"".join(_field(1, n) for n in nodes) + b"".join(_field(5, c) for c in constants) \
-        + _field(11, _value_info(TEMPERATURE, _DOUBLE, ["batch_size", 1])) \
-        + _field(11, _value_info(UNIFORM, _DOUBLE, ["batch_size", 1])) \
-        + _field(12, _value_info(TOKENS, _INT64, ["batch_size", 1]))
+        + _field(11, _value_info(TEMPERATURE, _DOUBLE, ["batch_size", 1, 1])) \
+        + _field(11, _value_info(UNIFORM, _DOUBLE, ["batch_size", "draws", 1])) \
+        + _field(12, _value_info(TOKENS, _INT64, ["batch_size", "sequence_length"]))
     return _field(7, graph)
 
 

@@ -38,8 +38,9 @@ from gpt.decode.speculative.loop import (
     DEFAULT_DRAFT_TOKENS,
     Drafter,
     Pacer,
-    accept_drafts,
+    accept_tokens,
     check_draft_tokens,
+    model_tokens,
 )
 from gpt.engine.request import Event, GenerationParams, Request, RequestFailed, StopText, drain
 from gpt.engine.runner import SlotRunner
@@ -302,11 +303,15 @@ class Engine:
                 slot.request.params.max_tokens - slot.generated - 1)
         try:
             draft = self.drafter.propose(slot.history, k, slot.sampling, slot.uniforms.peek(k)) if k > 0 else []
-            logits = self.runner.extend(i, [slot.window[-1], *draft], slot.cached)
+            ids, draws = [slot.window[-1], *draft], slot.uniforms.peek(len(draft) + 1)
+            if slot.sampling.plain:  # the run samples the model's token after each position itself
+                tokens = self.runner.extend_sampled(i, ids, slot.cached, slot.sampling.temperature, draws)
+            else:
+                tokens = model_tokens(self.runner.extend(i, ids, slot.cached), slot.sampling, draws)
         except GPTError as e:
             self._fail(i, str(e), "internal")
             return
-        n, token = accept_drafts(logits, draft, slot.sampling, slot.uniforms.peek(len(draft) + 1))
+        n, token = accept_tokens(tokens, draft)
         slot.uniforms.take(n + 1)
         self.steps += 1
         self.drafts["runs"] += 1

@@ -74,7 +74,7 @@ class SlotRunner:
         self.cache = [aligned_zeros(shape) for _ in self.past_names]
         self.step_ids = np.zeros((slots, 1), dtype=np.int64)
         self.step_logits = np.zeros((slots, 1, len(m.vocab)), dtype=np.float32)
-        self.temperature, self.uniform = np.ones((slots, 1)), np.zeros((slots, 1))  # the sampling head's inputs
+        self.temperature, self.uniform = np.ones((slots, 1, 1)), np.zeros((slots, 1, 1))  # the sampling head's inputs
         self.sampled = np.zeros((slots, 1), dtype=np.int64)  # and its output
         self.positions = np.arange(m.block_size + 1, dtype=np.int64)
         self.mask = np.zeros(slots * m.block_size, dtype=np.int64)  # a decode step's attention_mask, rows > 1
@@ -103,6 +103,17 @@ class SlotRunner:
     def extend(self, slot: int, ids: np.ndarray, start: int) -> np.ndarray:
         """Write `ids` [T] at positions start .. start + T - 1 of row `slot` (batch 1, that row's view of the
         cache: a chunk of a prefill, or a speculative verify run); the logits after each of them [T, V]."""
+        return self._extend(slot, ids, start, 1.0, np.zeros((1, 1, 1))).get_outputs()[0].numpy()[0]
+
+    def extend_sampled(self, slot: int, ids: np.ndarray, start: int, temperature: float,
+                       uniform: np.ndarray) -> np.ndarray:
+        """`extend`, and the token sampled after each of the T positions at `temperature` (> 0) with draw
+        uniform[t] [T], computed by the run (a speculative verify run: the model's own token after each draft)."""
+        io = self._extend(slot, ids, start, temperature, np.asarray(uniform, dtype=np.float64).reshape(1, -1, 1))
+        return io.get_outputs()[-1].numpy()[0]
+
+    def _extend(self, slot: int, ids: np.ndarray, start: int, temperature: float,
+                uniform: np.ndarray) -> ort.IOBinding:
         ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(1, -1)
         end = start + ids.shape[1]
         if not 0 <= start < end <= self.block_size:
@@ -112,9 +123,11 @@ class SlotRunner:
         io.bind_cpu_input("attention_mask", np.ones((1, end), dtype=np.int64))
         io.bind_output("logits", "cpu")
         self._bind_cache(io, slice(slot, slot + 1))  # views of self.cache: their memory outlives the run
-        self._bind_sampler(io, slice(0, 1))  # the head samples the last position with whatever they hold
+        io.bind_cpu_input(TEMPERATURE, np.full((1, 1, 1), temperature))
+        io.bind_cpu_input(UNIFORM, uniform)
+        io.bind_output(TOKENS, "cpu")
         self._run(io)
-        return io.get_outputs()[0].numpy()[0]
+        return io
 
     def _bind_sampler(self, io: ort.IOBinding, rows: slice) -> list[np.ndarray]:
         temperature, uniform, sampled = self.temperature[rows], self.uniform[rows], self.sampled[rows]
@@ -146,7 +159,7 @@ class SlotRunner:
             io.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.step_logits[:rows]))
             views = self._bind_cache(io, slice(0, rows)) + self._bind_sampler(io, slice(0, rows))
             binding = self._decode[rows] = _DecodeBinding(
-                io, views, self.step_ids[:rows, 0], self.temperature[:rows, 0], self.uniform[:rows, 0],
+                io, views, self.step_ids[:rows, 0], self.temperature[:rows, 0, 0], self.uniform[:rows, 0, 0],
                 self.sampled[:rows, 0], self.step_logits[:rows, 0])
         return binding
 

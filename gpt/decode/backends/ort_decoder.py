@@ -49,7 +49,7 @@ class OrtDecoder:
         feeds = dict(zip(self.input_names, [ids, *past], strict=True))
         names = self.output_names
         if self.sampling:
-            rows = np.ones((ids.shape[0], 1))
+            rows = np.ones((ids.shape[0], 1, 1))
             feeds |= {TEMPERATURE: rows * temperature, UNIFORM: rows * uniform}
             names = [*names, TOKENS]
         try:
@@ -76,7 +76,7 @@ class OrtDecoder:
         """`step`, and the token each row samples at its temperature (> 0) with its draw [B], by the run itself."""
         ids = self._checked(ids)
         t, u = np.asarray(temperature, dtype=np.float64), np.asarray(uniform, dtype=np.float64)
-        return self._run(ids, self.past, t[:, None], u[:, None])[-1][:, 0]
+        return self._run(ids, self.past, t[:, None, None], u[:, None, None])[-1][:, -1]
 
     def _checked(self, ids: np.ndarray) -> np.ndarray:
         if not self.past:

@@ -25,6 +25,15 @@ from gpt.decode.sampler_graph import TEMPERATURE, TOKENS, UNIFORM
 from gpt.errors import GPTError
 
 
+class _RunBuffers:
+    """run()'s buffers for one length T and their OrtValues, made once: ids [1, T], logits [1, T, V], the
+    sampling head's draws [1, T, 1] and tokens [1, T]."""
+
+    def __init__(self, ids: np.ndarray, logits: np.ndarray, uniform: np.ndarray, sampled: np.ndarray):
+        self.ids, self.logits, self.uniform, self.sampled = ids, logits, uniform, sampled
+        self.values = [ort.OrtValue.ortvalue_from_numpy(a) for a in (ids, logits, uniform, sampled)]
+
+
 class OrtGQADecoder:
     """`prefill(ids [B, T]) -> logits [B, V]` and `step(ids [B, 1]) -> logits [B, V]`, cache in place."""
 
@@ -52,16 +61,16 @@ class OrtGQADecoder:
             self.io.bind_ortvalue_output(present, buffer)
         self.step_ids = np.zeros((batch, 1), dtype=np.int64)
         self.step_ids_value = ort.OrtValue.ortvalue_from_numpy(self.step_ids)
-        if self.sampling:  # bound once; a run that is not step_sampled's samples with whatever they hold
-            self.temperature, self.uniform = np.ones((batch, 1)), np.zeros((batch, 1))
+        if self.sampling:  # a step's: bound once (a prefill's or a run's draws are bound in their place)
+            self.temperature, self.uniform = np.ones((batch, 1, 1)), np.zeros((batch, 1, 1))
             self.sampled = np.zeros((batch, 1), dtype=np.int64)
+            self.uniform_value = ort.OrtValue.ortvalue_from_numpy(self.uniform)
+            self.sampled_value = ort.OrtValue.ortvalue_from_numpy(self.sampled)
             self.io.bind_ortvalue_input(TEMPERATURE, ort.OrtValue.ortvalue_from_numpy(self.temperature))
-            self.io.bind_ortvalue_input(UNIFORM, ort.OrtValue.ortvalue_from_numpy(self.uniform))
-            self.io.bind_ortvalue_output(TOKENS, ort.OrtValue.ortvalue_from_numpy(self.sampled))
         self.ones = np.ones(batch * m.block_size, dtype=np.int64)
         self.masks: dict[int, ort.OrtValue] = {}  # attention_mask [batch, length] per length: views of `ones`
         self.batch, self.length, self.stepping = batch, 0, False
-        self.runs: dict[int, tuple] = {}  # run()'s buffers per length: (ids, logits, their OrtValues)
+        self.runs: dict[int, _RunBuffers] = {}  # run()'s buffers per length
 
     def _run(self, total: int) -> None:
         mask = self.masks.get(total)
@@ -75,13 +84,17 @@ class OrtGQADecoder:
             raise GPTError(f"onnxruntime failed on {self.path}: {' '.join(str(e).split())[:300]}") from None
         self.length = total
 
-    def logits(self, ids: np.ndarray) -> np.ndarray:
-        """A fresh prefill: logits for every position [B, T, V]; the cache then holds these T positions."""
+    def logits(self, ids: np.ndarray, uniform: np.ndarray | None = None) -> np.ndarray:
+        """A fresh prefill: logits for every position [B, T, V]; the cache then holds these T positions. With the
+        sampling head, `uniform` [B, T, 1] are the draws after each position (default: the step's, any)."""
         ids = check_ids(ids, len(self.vocab), self.block_size)
         if ids.shape[0] != self.batch:
             self._allocate(ids.shape[0])
         self.io.bind_cpu_input("input_ids", ids)
         self.io.bind_output("logits", "cpu")  # [B, T, V]: onnxruntime allocates it
+        if self.sampling:
+            self.io.bind_cpu_input(UNIFORM, self.uniform if uniform is None else uniform)
+            self.io.bind_output(TOKENS, "cpu")
         self.stepping = False
         self._run(ids.shape[1])
         return self.io.get_outputs()[0].numpy()
@@ -102,21 +115,44 @@ class OrtGQADecoder:
         n = len(ids)
         if start + n > self.block_size:
             raise GPTError(f"sequence of {start + n} tokens exceeds block_size {self.block_size}")
-        buffers = self.runs.get(n)
-        if buffers is None:
-            ids_buf = np.zeros((1, n), dtype=np.int64)
-            logits_buf = np.zeros((1, n, len(self.vocab)), dtype=np.float32)
-            buffers = self.runs[n] = (ids_buf, logits_buf, ort.OrtValue.ortvalue_from_numpy(ids_buf),
-                                      ort.OrtValue.ortvalue_from_numpy(logits_buf))
-        ids_buf, logits_buf, ids_value, logits_value = buffers
-        ids_buf[0] = ids
-        if ids_buf.min() < 0 or ids_buf.max() >= len(self.vocab):
-            raise GPTError(f"token ids must be in [0, {len(self.vocab)}), got {ids_buf.min()}..{ids_buf.max()}")
-        self.io.bind_ortvalue_input("input_ids", ids_value)
-        self.io.bind_ortvalue_output("logits", logits_value)
+        b = self._buffers(n)
+        b.ids[0] = ids
+        if b.ids.min() < 0 or b.ids.max() >= len(self.vocab):
+            raise GPTError(f"token ids must be in [0, {len(self.vocab)}), got {b.ids.min()}..{b.ids.max()}")
+        self.io.bind_ortvalue_input("input_ids", b.values[0])
+        self.io.bind_ortvalue_output("logits", b.values[1])
+        if self.sampling:
+            self.io.bind_ortvalue_input(UNIFORM, b.values[2])
+            self.io.bind_ortvalue_output(TOKENS, b.values[3])
         self.stepping = False
         self._run(start + n)
-        return logits_buf[0]
+        return b.logits[0]
+
+    def run_sampled(self, ids: Sequence[int], start: int, temperature: float, uniform: np.ndarray) -> np.ndarray:
+        """`run`, and the token sampled after each of the T positions at `temperature` (> 0) with draw
+        uniform[t] [T]: `gpt.decode.sampler.sample_tokens` on each row of run()'s logits, no top-k or top-p,
+        computed by the run itself (a speculative verify run: the model's own token after each draft)."""
+        if not self.sampling:
+            raise GPTError(f"run_sampled() needs the sampling head: open {self.path} with "
+                           "gpt.decode.backends.open_onnx")
+        if start == 0 and self.batch != 1:
+            self._allocate(1)
+        self.temperature[...] = temperature
+        if start == 0:
+            self.logits(np.asarray([ids]), np.asarray(uniform, dtype=np.float64).reshape(1, -1, 1))
+            return self.io.get_outputs()[-1].numpy()[0]
+        b = self._buffers(len(ids))
+        b.uniform[0, :, 0] = uniform
+        self.run(ids, start)
+        return b.sampled[0]
+
+    def _buffers(self, n: int) -> _RunBuffers:
+        b = self.runs.get(n)
+        if b is None:
+            b = self.runs[n] = _RunBuffers(np.zeros((1, n), dtype=np.int64),
+                                           np.zeros((1, n, len(self.vocab)), dtype=np.float32),
+                                           np.zeros((1, n, 1)), np.zeros((1, n), dtype=np.int64))
+        return b
 
     def step(self, ids: np.ndarray) -> np.ndarray:
         self._step(ids)
@@ -125,8 +161,8 @@ class OrtGQADecoder:
     def step_sampled(self, ids: np.ndarray, temperature: np.ndarray, uniform: np.ndarray) -> np.ndarray:
         """`step`, and the token each row samples from its logits at its temperature (> 0) with its draw [B]:
         `gpt.decode.sampler.sample_tokens` with no top-k or top-p, computed by the run itself."""
-        self.temperature[:, 0] = temperature
-        self.uniform[:, 0] = uniform
+        self.temperature[:, 0, 0] = temperature
+        self.uniform[:, 0, 0] = uniform
         self._step(ids)
         return self.sampled[:, 0].copy()
 
@@ -140,6 +176,9 @@ class OrtGQADecoder:
         if not self.stepping:  # bind the step's fixed-shape buffers again after a prefill
             self.io.bind_ortvalue_input("input_ids", self.step_ids_value)
             self.io.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.step_logits))
+            if self.sampling:
+                self.io.bind_ortvalue_input(UNIFORM, self.uniform_value)
+                self.io.bind_ortvalue_output(TOKENS, self.sampled_value)
             self.stepping = True
         self.step_ids[...] = ids
         self._run(self.length + 1)

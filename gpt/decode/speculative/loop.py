@@ -137,10 +137,28 @@ def accept_drafts(rows: np.ndarray, draft: Sequence[int], params: SamplingParams
                   uniforms: np.ndarray) -> tuple[int, int]:
     """(n, t): the model keeps the first n drafts, then its own token t; `rows` [len(draft) + 1, V] are its logits
     after the token before the draft and after each draft; n + 1 draws are spent."""
-    tokens = model_tokens(rows, params, uniforms)
+    return accept_tokens(model_tokens(rows, params, uniforms), draft)
+
+
+def accept_tokens(tokens: np.ndarray, draft: Sequence[int]) -> tuple[int, int]:
+    """`accept_drafts` given the model's own tokens [len(draft) + 1] (sampled by the verify run itself, where the
+    graph samples: `Verifier.run_sampled`)."""
     agree = tokens[:len(draft)] == np.asarray(draft, dtype=np.int64)
     n = len(draft) if agree.all() else int(np.argmin(agree))
     return n, int(tokens[n])
+
+
+def verify(model: Verifier, ids: list[int], start: int, draft: list[int], params: SamplingParams,
+           uniforms: np.ndarray) -> tuple[int, int]:
+    """One verify run of `ids` (ending in the draft) written at `start`, then `accept_drafts` with its draws
+    `uniforms` [len(draft) + 1]. A model whose graph samples (`sampling`, gpt.decode.sampler_graph) returns its
+    tokens from the run when sampling is plain; the positions before the draft's need no draw."""
+    k = len(draft) + 1
+    if getattr(model, "sampling", False) and params.plain:
+        draws = np.zeros(len(ids))
+        draws[-k:] = uniforms
+        return accept_tokens(model.run_sampled(ids, start, params.temperature, draws)[-k:], draft)
+    return accept_drafts(model.run(ids, start)[-k:], draft, params, uniforms)
 
 
 def generate_speculative(model: Verifier, prompt_ids: list[int], max_new_tokens: int, params: SamplingParams,
@@ -173,8 +191,7 @@ def generate_speculative(model: Verifier, prompt_ids: list[int], max_new_tokens:
         began = time.perf_counter()
         room = pacer.drafts(min(draft_tokens, block - len(window), max_new_tokens - len(out) - 1))
         draft = drafter.propose(history, room, params, uniforms.peek(room)) if room > 0 else []
-        rows = model.run(window[start:] + draft, start)[-(len(draft) + 1):]
-        n, token = accept_drafts(rows, draft, params, uniforms.peek(len(draft) + 1))
+        n, token = verify(model, window[start:] + draft, start, draft, params, uniforms.peek(len(draft) + 1))
         uniforms.take(n + 1)
         pacer.record(bool(draft), n + 1, time.perf_counter() - began)
         if stats is not None:
