@@ -29,6 +29,16 @@ class Mutant:
 
 
 MUTANTS = [
+    Mutant("the sampling head forgets the temperature", "gpt/decode/sampler_graph.py",
+           (('        _node("Div", [s + "shifted", TEMPERATURE], s + "scaled"),\n',
+             '        _node("Identity", [s + "shifted"], s + "scaled"),\n'),),
+           ("tests/test_sampler_graph.py::test_the_head_draws_the_numpy_samplers_tokens",)),
+    Mutant("the sampling head draws every position with the last one's draw", "gpt/decode/backends/ort_gqa_decoder.py",
+           (("        b.uniform[0, :, 0] = uniform\n", "        b.uniform[0, :, 0] = uniform[-1]\n"),),
+           ("tests/test_sampler_graph.py::test_a_verify_run_samples_after_every_position",)),
+    Mutant("the loop's in-graph step draws once for every row", "gpt/decode/loop.py",
+           (("sampler.uniforms.draw(num_samples))", "sampler.uniforms.draw(1))"),),
+           ("tests/test_sampler_graph.py::test_sampled_text_is_the_numpy_samplers_across_a_re_prefill",)),
     Mutant("the distilled drafter drafts the table's argmax", "gpt/decode/speculative/distilled.py",
            (("            token = int(sample_tokens(row[None].astype(np.float64), *settings, "
              "uniforms[len(out):len(out) + 1])[0])\n",
