@@ -9,6 +9,7 @@ so a row's token does not depend on the other rows of its batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -30,7 +31,7 @@ class SamplingParams:
         if not 0 < self.top_p <= 1:
             raise GPTError(f"top_p must be in (0, 1], got {self.top_p}")
 
-    @property
+    @cached_property  # once per request: the engine asks every row at every step
     def plain(self) -> bool:
         """Sampling from the whole tempered distribution (temperature > 0, no top-k, no top-p): what the graph's own
         sampler computes (`gpt.decode.sampler_graph`)."""

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from gpt.decode.backends.ort_session import check_signature, open_session
+from gpt.decode.backends.ort_session import check_signature, open_session, samples
 from gpt.decode.onnx_format import OnnxMeta, input_names, output_names
 from gpt.decode.sampler_graph import TEMPERATURE, TOKENS, UNIFORM
 from gpt.errors import GPTError
@@ -66,7 +66,7 @@ class SlotRunner:
         self.past_names = input_names(m.n_layer, "gqa")[2:]
         self.present_names = output_names(m.n_layer)[1:]
         check_signature(self.session, m, self.path, input_names(m.n_layer, "gqa"), output_names(m.n_layer))
-        if self.session.get_outputs()[-1].name != TOKENS:
+        if not samples(self.session):
             raise GPTError(f"{self.path}: the sampling head does not fit its graph; re-export it with "
                            f"`python -m export.onnx --ckpt CKPT --out {self.path}`")
         self.slots, self.block_size, self.vocab = slots, m.block_size, m.vocab

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from gpt.decode.backends.ort_session import check_ids, check_signature, open_session
+from gpt.decode.backends.ort_session import check_ids, check_signature, open_session, samples
 from gpt.decode.onnx_format import OnnxMeta, input_names, output_names
 from gpt.decode.sampler_graph import TEMPERATURE, TOKENS, UNIFORM
 from gpt.errors import GPTError
@@ -40,7 +40,7 @@ class OrtDecoder:
         self.output_names = output_names(meta.n_layer)
         self.input_names = input_names(meta.n_layer, meta.layout)
         check_signature(session, meta, self.path, self.input_names, self.output_names)
-        self.sampling = session.get_outputs()[-1].name == TOKENS  # the graph samples (open_session(sampler=True))
+        self.sampling = samples(session)
         self.past: list[np.ndarray] = []
         self.length = 0
 

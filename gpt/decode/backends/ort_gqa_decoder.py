@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from gpt.decode.backends.ort_session import check_ids, check_signature
+from gpt.decode.backends.ort_session import check_ids, check_signature, samples
 from gpt.decode.onnx_format import OnnxMeta, input_names, output_names
 from gpt.decode.sampler_graph import TEMPERATURE, TOKENS, UNIFORM
 from gpt.errors import GPTError
@@ -45,7 +45,7 @@ class OrtGQADecoder:
         self.past_names = input_names(meta.n_layer, "gqa")[2:]
         self.present_names = output_names(meta.n_layer)[1:]
         check_signature(session, meta, self.path, input_names(meta.n_layer, "gqa"), output_names(meta.n_layer))
-        self.sampling = session.get_outputs()[-1].name == TOKENS  # the graph samples (open_session(sampler=True))
+        self.sampling = samples(session)
         self.batch = 0
         self.length = 0
 

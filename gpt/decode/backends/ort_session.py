@@ -104,13 +104,18 @@ def version(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+def samples(session: ort.InferenceSession) -> bool:
+    """Whether the session ends in the sampling head (`open_session(..., sampler=True)` on one of our files)."""
+    return session.get_outputs()[-1].name == TOKENS
+
+
 def check_signature(session: ort.InferenceSession, meta: OnnxMeta, path: Path, inputs: list[str],
                     outputs: list[str]) -> None:
     """The graph's inputs/outputs are the ones its metadata promises (and the sampling head's, where the session
     has it: `open_session(..., sampler=True)`)."""
     got_in = [i.name for i in session.get_inputs()]
     got_out = [o.name for o in session.get_outputs()]
-    if got_out[-1:] == [TOKENS]:
+    if samples(session):
         inputs, outputs = [*inputs, TEMPERATURE, UNIFORM], [*outputs, TOKENS]
     if got_in != inputs or got_out != outputs:
         raise GPTError(f"{path}: graph inputs/outputs do not match its metadata (layout {meta.layout}, "
