@@ -340,6 +340,13 @@ CASES = [
          expect="unknown preset 'huge'; choose one of: cpu, shakespeare, large"),
     case("step cost of a quantized kind of a given file", "bench.step_cost", "--onnx", "{nowhere}.onnx", "--kind",
          "int8", expect="--kind picks among a preset's files: use it with --preset"),
+    # ---- bench.scoreboard (every headline figure on this machine)
+    case("scoreboard before make demo", "bench.scoreboard", "--ckpt", "{nowhere}",
+         expect="{nowhere}/model.onnx is missing: run `make demo`"),
+    case("scoreboard of an unknown row", "bench.scoreboard", "--only", "speed",
+         expect="--only 'speed': unknown row speed; the rows: demo,"),
+    case("a quick scoreboard into bench/results", "bench.scoreboard", "--onnx", "{portable_onnx}", "--data", "{text}",
+         "--quick", expect="--quick is a smoke run, not a measurement: give it --out outside bench/results/"),
 ]
 
 
